@@ -1,0 +1,102 @@
+#pragma once
+// sourced::EventReader: a lazy, forward-only sequence of recorded events from a stream or from `$all`.
+//
+// The reader fetches events a page at a time, so memory stays flat however long the stream is. It is a
+// single-threaded object: use it from one thread at a time (the store it came from may be shared).
+//
+//   auto reader = store->read_stream("account-42");
+//   if (reader.state() == EventReader::State::stream_not_found) { ... }
+//   for (const RecordedEvent& e : reader) { ... }
+//
+// Iterating a reader whose stream was not found throws StreamNotFound, so "no such stream" is never
+// confused with "no events in this range".
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "sourced/event.hpp"
+
+namespace sourced {
+
+enum class Direction { forward, backward };
+
+inline constexpr std::uint64_t kUnlimited = std::numeric_limits<std::uint64_t>::max();
+
+namespace detail {
+// What an engine implements to serve a reader: one page of events at a time.
+class PageSource {
+ public:
+  virtual ~PageSource() = default;
+  // Puts into `out` (cleared first) up to `limit` events whose key (version for a stream, position for
+  // `$all`) is >= `from` when reading forward, or <= `from` when reading backward, in that order. Fewer
+  // than `limit` events means the end was reached.
+  virtual void fetch(std::uint64_t from, Direction direction, std::size_t limit,
+                     std::vector<RecordedEvent>& out) = 0;
+};
+}  // namespace detail
+
+class EventReader {
+ public:
+  enum class State { ok, stream_not_found };
+
+  // For engines: `key_is_position` says whether pages are keyed by position ($all) or version.
+  EventReader(std::shared_ptr<detail::PageSource> source, std::string stream, State state, Direction direction,
+              std::uint64_t from, std::uint64_t max_count, bool key_is_position, std::size_t page_size);
+  EventReader(EventReader&&) noexcept;
+  EventReader& operator=(EventReader&&) noexcept;
+  ~EventReader();
+
+  State state() const { return state_; }
+  // The next event, or nullptr at the end. The event stays valid until the next call.
+  const RecordedEvent* next();
+  // Reads what is left into a vector: convenient for short streams and tests.
+  std::vector<RecordedEvent> to_vector();
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = RecordedEvent;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const RecordedEvent*;
+    using reference = const RecordedEvent&;
+
+    iterator() = default;
+    reference operator*() const { return *current_; }
+    pointer operator->() const { return current_; }
+    iterator& operator++() {
+      current_ = reader_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& a, const iterator& b) { return a.current_ == b.current_; }
+
+   private:
+    friend class EventReader;
+    iterator(EventReader* reader, const RecordedEvent* current) : reader_(reader), current_(current) {}
+    EventReader* reader_ = nullptr;
+    const RecordedEvent* current_ = nullptr;
+  };
+  iterator begin() { return iterator(this, next()); }
+  iterator end() { return iterator(); }
+
+ private:
+  bool fill();
+
+  std::shared_ptr<detail::PageSource> source_;
+  std::string stream_;
+  State state_;
+  Direction direction_;
+  std::uint64_t cursor_;
+  std::uint64_t remaining_;
+  bool key_is_position_;
+  std::size_t page_size_;
+  bool exhausted_ = false;
+  std::vector<RecordedEvent> page_;
+  std::size_t index_ = 0;
+};
+
+}  // namespace sourced

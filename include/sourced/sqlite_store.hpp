@@ -1,0 +1,30 @@
+#pragma once
+// The SQLite engine: the embedded default. One file (plus its WAL while open), nothing to start.
+//
+// Several processes may open the same file; writes are serialised by SQLite's lock. Within a process,
+// concurrent appends share one transaction and one sync (group commit); a conflicting append in a group
+// fails alone. The schema is documented in docs/sqlite.md.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "sourced/store.hpp"
+
+namespace sourced {
+
+struct SqliteOptions {
+  // synchronous=FULL: an acknowledged append survives a power loss. false uses NORMAL, which survives
+  // a crash of the process but not of the machine.
+  bool durable = true;
+  // Connections kept for concurrent readers.
+  std::size_t read_connections = 8;
+  // The most events one group commit takes.
+  std::size_t max_group_events = 20000;
+  // Milliseconds to wait for another process's write lock before failing.
+  int busy_timeout_ms = 10000;
+};
+
+std::unique_ptr<EventStore> open_sqlite_store(const std::string& path, SqliteOptions options = {});
+
+}  // namespace sourced

@@ -1,0 +1,123 @@
+#pragma once
+// sourced::EventStore: streams of events with optimistic concurrency, and one global ordered log `$all`.
+//
+// An EventStore is safe for concurrent use from many threads without external synchronisation. Engines:
+// memory (tests), SQLite (the embedded default) and PostgreSQL (shared by many processes); open one with
+// open_store() or the engine's own open_*_store(). The semantics below hold for every engine; the
+// conformance suite in tests/store pins them down.
+//
+//   auto store = sourced::open_store("bank.db");
+//   auto r = store->append("account-42", ExpectedVersion::no_stream(),
+//                          {{.type = "Opened", .data = R"({"owner":"Ada"})"}});
+//   for (const auto& e : store->read_stream("account-42")) { ... }
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sourced/error.hpp"
+#include "sourced/event.hpp"
+#include "sourced/reader.hpp"
+
+namespace sourced {
+
+struct AppendResult {
+  // Versions of the first and last event written. For an empty append both are the stream's version.
+  StreamVersion first_version;
+  StreamVersion last_version;
+  // Positions in `$all` of the first and last event written (0 for an empty append).
+  Position first_position;
+  Position last_position;
+  // True when the append repeated an earlier one (same event ids at the same place) and wrote nothing.
+  bool replayed = false;
+};
+
+struct ReadStreamOptions {
+  Direction direction = Direction::forward;
+  // Inclusive. Default: the first event (forward) or the last (backward).
+  std::optional<StreamVersion> from;
+  std::uint64_t max_count = kUnlimited;
+};
+
+struct ReadAllOptions {
+  Direction direction = Direction::forward;
+  // Inclusive. Default: the first event (forward) or the last (backward).
+  std::optional<Position> from;
+  std::uint64_t max_count = kUnlimited;
+};
+
+enum class StreamStatus { active, soft_deleted, tombstoned };
+
+struct StreamInfo {
+  std::string stream;
+  // The highest version ever written; versions continue from here after a soft delete.
+  StreamVersion last_version;
+  // Events a read returns now (after a soft delete, only those appended since).
+  std::uint64_t event_count = 0;
+  StreamStatus status = StreamStatus::active;
+  Timestamp created_at;
+  Timestamp updated_at;
+};
+
+enum class DeleteMode {
+  // Hide the stream's events from stream reads; it may be written again, its versions continuing.
+  soft,
+  // Delete forever: every later read or write of the stream fails with StreamDeleted.
+  tombstone,
+};
+
+struct StoreStats {
+  std::string engine;
+  std::uint64_t streams = 0;
+  std::uint64_t events = 0;
+  Position head;
+};
+
+class EventStore {
+ public:
+  virtual ~EventStore() = default;
+
+  // Appends `events` to `stream` atomically: all are written, contiguous in the stream, or none is.
+  // Throws WrongExpectedVersion (nothing written) when the stream is not as expected, StreamDeleted when
+  // it was tombstoned, InvalidArgument for a bad stream id or event, DuplicateEventId when an id is
+  // stored elsewhere. Repeating an append (same ids, same place) returns the first result. When this
+  // returns, the events are durable.
+  virtual AppendResult append(std::string_view stream, ExpectedVersion expected,
+                              std::span<const EventData> events) = 0;
+  AppendResult append(std::string_view stream, ExpectedVersion expected, std::initializer_list<EventData> events) {
+    return append(stream, expected, std::span<const EventData>(events.begin(), events.size()));
+  }
+  AppendResult append(std::string_view stream, ExpectedVersion expected, const std::vector<EventData>& events) {
+    return append(stream, expected, std::span<const EventData>(events));
+  }
+
+  // Reads one stream lazily. The reader's state() is stream_not_found when the stream has no visible
+  // events (never written, or soft-deleted); throws StreamDeleted when it was tombstoned.
+  virtual EventReader read_stream(std::string_view stream, ReadStreamOptions options = {}) = 0;
+  // Reads the global log lazily, in position order.
+  virtual EventReader read_all(ReadAllOptions options = {}) = 0;
+
+  // nullopt when the stream never existed.
+  virtual std::optional<StreamInfo> stream_info(std::string_view stream) = 0;
+  // Streams ordered by id, starting after `after` (exclusive), at most `limit`; includes deleted ones.
+  virtual std::vector<StreamInfo> list_streams(std::string_view after = {}, std::size_t limit = 1000) = 0;
+
+  // Deletes a stream (see DeleteMode), checking `expected` like an append does. Soft-deleting a stream
+  // that never existed throws StreamNotFound; tombstoning one reserves its name forever.
+  virtual void delete_stream(std::string_view stream, ExpectedVersion expected, DeleteMode mode) = 0;
+
+  // The position of the last event in `$all` (0 when empty).
+  virtual Position head_position() = 0;
+  virtual StoreStats stats() = 0;
+};
+
+// Opens a store from a location: "memory:" for a fresh in-memory store, "postgres://…" or
+// "postgresql://…" for PostgreSQL, "sqlite:PATH" or a plain PATH for SQLite (created when missing).
+std::unique_ptr<EventStore> open_store(std::string_view location);
+
+}  // namespace sourced

@@ -1,0 +1,102 @@
+#include "sourced/uuid.hpp"
+
+#include <chrono>
+#include <mutex>
+#include <random>
+
+namespace sourced {
+namespace {
+
+std::uint64_t random_u64() {
+  thread_local std::mt19937_64 gen([] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd()};
+    return std::mt19937_64(seq);
+  }());
+  return gen();
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+Uuid Uuid::v7() {
+  // RFC 9562 method 1: a 12-bit counter in rand_a plus the millisecond keeps ids from one process
+  // strictly increasing; when the counter overflows the timestamp is advanced by one millisecond.
+  static std::mutex mu;
+  static std::uint64_t last_ms = 0;
+  static std::uint64_t counter = 0;
+  std::uint64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  std::uint64_t seq;
+  {
+    std::lock_guard lock(mu);
+    if (ms <= last_ms) {
+      ms = last_ms;
+      if (++counter > 0xFFF) {
+        ++ms;
+        counter = 0;
+      }
+    } else {
+      counter = random_u64() & 0x3FF;  // leave headroom before overflow
+    }
+    last_ms = ms;
+    seq = counter;
+  }
+  std::uint64_t rnd = random_u64();
+  Bytes b{};
+  for (int i = 0; i < 6; ++i) b[i] = static_cast<std::uint8_t>(ms >> (40 - 8 * i));
+  b[6] = static_cast<std::uint8_t>(0x70 | ((seq >> 8) & 0x0F));
+  b[7] = static_cast<std::uint8_t>(seq & 0xFF);
+  b[8] = static_cast<std::uint8_t>(0x80 | (rnd & 0x3F));
+  for (int i = 9; i < 16; ++i) b[i] = static_cast<std::uint8_t>(rnd >> (8 * (i - 8)));
+  return Uuid(b);
+}
+
+Uuid Uuid::v4() {
+  std::uint64_t a = random_u64(), c = random_u64();
+  Bytes b{};
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<std::uint8_t>(a >> (8 * i));
+  for (int i = 0; i < 8; ++i) b[8 + i] = static_cast<std::uint8_t>(c >> (8 * i));
+  b[6] = static_cast<std::uint8_t>(0x40 | (b[6] & 0x0F));
+  b[8] = static_cast<std::uint8_t>(0x80 | (b[8] & 0x3F));
+  return Uuid(b);
+}
+
+std::optional<Uuid> Uuid::parse(std::string_view text) {
+  if (text.size() != 36) return std::nullopt;
+  Bytes b{};
+  std::size_t j = 0;
+  for (std::size_t i = 0; i < 36;) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (text[i] != '-') return std::nullopt;
+      ++i;
+      continue;
+    }
+    int hi = hex_value(text[i]), lo = hex_value(text[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    b[j++] = static_cast<std::uint8_t>(hi << 4 | lo);
+    i += 2;
+  }
+  return Uuid(b);
+}
+
+std::string Uuid::to_string() const {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s.push_back('-');
+    s.push_back(kHex[bytes_[i] >> 4]);
+    s.push_back(kHex[bytes_[i] & 0xF]);
+  }
+  return s;
+}
+
+}  // namespace sourced

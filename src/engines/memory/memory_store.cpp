@@ -1,0 +1,211 @@
+#include "sourced/memory_store.hpp"
+
+#include <deque>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "store/append_rules.hpp"
+
+namespace sourced {
+namespace {
+
+struct Stream {
+  detail::StreamState state;
+  std::vector<std::uint64_t> positions;  // positions[v - 1] is the position of version v
+  Timestamp created_at;
+  Timestamp updated_at;
+};
+
+struct State {
+  std::shared_mutex mu;
+  std::map<std::string, Stream, std::less<>> streams;
+  std::deque<RecordedEvent> log;  // log[p - 1] is the event at position p
+  std::unordered_map<Uuid, std::uint64_t> ids;  // event id -> position
+};
+
+class StreamPages final : public detail::PageSource {
+ public:
+  StreamPages(std::shared_ptr<State> state, std::string stream, std::uint64_t hidden_through)
+      : state_(std::move(state)), stream_(std::move(stream)), hidden_(hidden_through) {}
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    out.clear();
+    std::shared_lock lock(state_->mu);
+    auto it = state_->streams.find(stream_);
+    if (it == state_->streams.end()) return;
+    const auto& positions = it->second.positions;
+    std::uint64_t last = positions.size();
+    if (direction == Direction::forward) {
+      for (std::uint64_t v = std::max(from, hidden_ + 1); v <= last && out.size() < limit; ++v) {
+        out.push_back(state_->log[positions[v - 1] - 1]);
+      }
+    } else {
+      for (std::uint64_t v = std::min(from, last); v > hidden_ && out.size() < limit; --v) {
+        out.push_back(state_->log[positions[v - 1] - 1]);
+      }
+    }
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+  std::string stream_;
+  std::uint64_t hidden_;
+};
+
+class AllPages final : public detail::PageSource {
+ public:
+  explicit AllPages(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    out.clear();
+    std::shared_lock lock(state_->mu);
+    std::uint64_t head = state_->log.size();
+    if (direction == Direction::forward) {
+      for (std::uint64_t p = std::max<std::uint64_t>(from, 1); p <= head && out.size() < limit; ++p) {
+        out.push_back(state_->log[p - 1]);
+      }
+    } else {
+      for (std::uint64_t p = std::min(from, head); p >= 1 && out.size() < limit; --p) out.push_back(state_->log[p - 1]);
+    }
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+class MemoryStore final : public EventStore {
+ public:
+  AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
+    auto prepared = detail::prepare_append(stream, events);
+    std::unique_lock lock(state_->mu);
+    auto it = state_->streams.find(stream);
+    detail::StreamState current = it == state_->streams.end() ? detail::StreamState{} : it->second.state;
+    auto lookup = [&](const Uuid& id) -> std::optional<detail::StoredLocation> {
+      auto f = state_->ids.find(id);
+      if (f == state_->ids.end()) return std::nullopt;
+      const RecordedEvent& e = state_->log[f->second - 1];
+      return detail::StoredLocation{e.stream, e.version, e.position};
+    };
+    if (auto replay = detail::check_replay(stream, current, expected, prepared, lookup)) return *replay;
+    detail::check_expected(stream, current, expected);
+    for (const auto& p : prepared) {
+      if (!p.id_given && state_->ids.count(p.id)) {
+        throw StorageError("generated event id collided with a stored one; retry the append");
+      }
+    }
+    AppendResult result;
+    result.first_version = current.last.next();
+    result.last_version = current.last;
+    if (prepared.empty()) return result;
+    if (it == state_->streams.end()) {
+      it = state_->streams.emplace(std::string(stream), Stream{}).first;
+      it->second.created_at = now();
+    }
+    Stream& s = it->second;
+    Timestamp ts = now();
+    result.first_position = Position(state_->log.size() + 1);
+    for (const auto& p : prepared) {
+      RecordedEvent e;
+      e.id = p.id;
+      e.stream = std::string(stream);
+      e.version = s.state.last.next();
+      e.position = Position(state_->log.size() + 1);
+      e.type = p.data->type;
+      e.data = p.data->data;
+      e.metadata = p.data->metadata;
+      e.correlation_id = p.data->correlation_id;
+      e.causation_id = p.data->causation_id;
+      e.created_at = ts;
+      s.state.last = e.version;
+      s.positions.push_back(e.position.value());
+      state_->ids.emplace(e.id, e.position.value());
+      state_->log.push_back(std::move(e));
+    }
+    s.state.exists = true;
+    s.updated_at = ts;
+    result.last_version = s.state.last;
+    result.last_position = Position(state_->log.size());
+    return result;
+  }
+
+  EventReader read_stream(std::string_view stream, ReadStreamOptions options) override {
+    detail::validate_stream_id(stream);
+    std::shared_lock lock(state_->mu);
+    auto it = state_->streams.find(stream);
+    detail::StreamState current = it == state_->streams.end() ? detail::StreamState{} : it->second.state;
+    if (current.tombstoned) throw StreamDeleted(std::string(stream));
+    auto st = current.has_visible_events() ? EventReader::State::ok : EventReader::State::stream_not_found;
+    std::uint64_t from = options.from ? options.from->value()
+                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
+    return EventReader(std::make_shared<StreamPages>(state_, std::string(stream), current.hidden_through.value()),
+                       std::string(stream), st, options.direction, from, options.max_count, false, kPageSize);
+  }
+
+  EventReader read_all(ReadAllOptions options) override {
+    std::uint64_t from = options.from ? options.from->value()
+                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
+    return EventReader(std::make_shared<AllPages>(state_), std::string(kAllStream), EventReader::State::ok,
+                       options.direction, from, options.max_count, true, kPageSize);
+  }
+
+  std::optional<StreamInfo> stream_info(std::string_view stream) override {
+    detail::validate_stream_id(stream);
+    std::shared_lock lock(state_->mu);
+    auto it = state_->streams.find(stream);
+    if (it == state_->streams.end()) return std::nullopt;
+    return detail::make_info(it->first, it->second.state, it->second.created_at, it->second.updated_at);
+  }
+
+  std::vector<StreamInfo> list_streams(std::string_view after, std::size_t limit) override {
+    std::shared_lock lock(state_->mu);
+    std::vector<StreamInfo> out;
+    for (auto it = state_->streams.upper_bound(after); it != state_->streams.end() && out.size() < limit; ++it) {
+      out.push_back(detail::make_info(it->first, it->second.state, it->second.created_at, it->second.updated_at));
+    }
+    return out;
+  }
+
+  void delete_stream(std::string_view stream, ExpectedVersion expected, DeleteMode mode) override {
+    detail::validate_stream_id(stream);
+    if (is_system_stream(stream)) throw InvalidArgument(fmt_reserved(stream));
+    std::unique_lock lock(state_->mu);
+    auto it = state_->streams.find(stream);
+    detail::StreamState current = it == state_->streams.end() ? detail::StreamState{} : it->second.state;
+    detail::check_expected(stream, current, expected);
+    if (mode == DeleteMode::soft && !current.exists) throw StreamNotFound(std::string(stream));
+    if (it == state_->streams.end()) {
+      it = state_->streams.emplace(std::string(stream), Stream{}).first;
+      it->second.created_at = now();
+    }
+    Stream& s = it->second;
+    s.state.exists = true;
+    s.state.hidden_through = s.state.last;
+    if (mode == DeleteMode::tombstone) s.state.tombstoned = true;
+    s.updated_at = now();
+  }
+
+  Position head_position() override {
+    std::shared_lock lock(state_->mu);
+    return Position(state_->log.size());
+  }
+
+  StoreStats stats() override {
+    std::shared_lock lock(state_->mu);
+    return StoreStats{"memory", state_->streams.size(), state_->log.size(), Position(state_->log.size())};
+  }
+
+ private:
+  static std::string fmt_reserved(std::string_view stream) {
+    return "stream '" + std::string(stream) + "' is reserved for the system and cannot be deleted";
+  }
+  static constexpr std::size_t kPageSize = 512;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+}  // namespace
+
+std::unique_ptr<EventStore> open_memory_store() { return std::make_unique<MemoryStore>(); }
+
+}  // namespace sourced

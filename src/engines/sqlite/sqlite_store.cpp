@@ -1,0 +1,493 @@
+#include "sourced/sqlite_store.hpp"
+
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "engines/sqlite/sqlite_db.hpp"
+#include "store/append_rules.hpp"
+
+namespace sourced {
+namespace {
+
+using detail::sqlite::Connection;
+using detail::sqlite::ConnectionPool;
+using detail::sqlite::Statement;
+
+constexpr int kSchemaVersion = 1;
+constexpr std::size_t kPageSize = 1024;
+
+// Migration 1. Positions are the rowid of `events`: a B-tree keyed by position, so `$all` reads are a
+// range scan and appends land at the right edge.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE IF NOT EXISTS streams (
+  id             INTEGER PRIMARY KEY,
+  name           TEXT    NOT NULL UNIQUE,
+  last_version   INTEGER NOT NULL DEFAULT 0,
+  hidden_through INTEGER NOT NULL DEFAULT 0,
+  tombstoned     INTEGER NOT NULL DEFAULT 0,
+  created_at     INTEGER NOT NULL,
+  updated_at     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  position       INTEGER PRIMARY KEY,
+  stream_id      INTEGER NOT NULL REFERENCES streams(id),
+  version        INTEGER NOT NULL,
+  id             BLOB    NOT NULL,
+  type           TEXT    NOT NULL,
+  data           BLOB    NOT NULL,
+  metadata       BLOB    NOT NULL,
+  correlation_id BLOB,
+  causation_id   BLOB,
+  created_at     INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events(stream_id, version);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(id);
+)sql";
+
+std::int64_t to_micros(Timestamp t) { return t.time_since_epoch().count(); }
+Timestamp from_micros(std::int64_t v) { return Timestamp(std::chrono::microseconds(v)); }
+
+std::optional<Uuid> uuid_column(const Statement& st, int col) {
+  if (st.is_null(col)) return std::nullopt;
+  auto b = st.blob(col);
+  if (b.size() != 16) return std::nullopt;
+  Uuid::Bytes bytes;
+  std::memcpy(bytes.data(), b.data(), 16);
+  return Uuid(bytes);
+}
+
+void bind_uuid(Statement& st, int i, const std::optional<Uuid>& id) {
+  if (id) {
+    st.bind_blob(i, id->bytes().data(), 16);
+  } else {
+    st.bind_null(i);
+  }
+}
+
+struct StreamRow {
+  std::int64_t id = 0;
+  detail::StreamState state;
+  Timestamp created_at;
+  Timestamp updated_at;
+};
+
+constexpr const char* kSelectStream =
+    "SELECT id, last_version, hidden_through, tombstoned, created_at, updated_at FROM streams WHERE name = ?1";
+
+std::optional<StreamRow> load_stream(Connection& c, std::string_view name) {
+  Statement& st = c.prepare(kSelectStream);
+  st.bind_text(1, name);
+  if (!st.step()) return std::nullopt;
+  StreamRow row;
+  row.id = st.int64(0);
+  row.state.exists = true;
+  row.state.last = StreamVersion(st.int64(1));
+  row.state.hidden_through = StreamVersion(st.int64(2));
+  row.state.tombstoned = st.int64(3) != 0;
+  row.created_at = from_micros(st.int64(4));
+  row.updated_at = from_micros(st.int64(5));
+  st.reset();
+  return row;
+}
+
+// Columns 0..8 of an event row after the stream name: position, version, id, type, data, metadata,
+// correlation_id, causation_id, created_at.
+void read_event(const Statement& st, int first, RecordedEvent& e) {
+  e.position = Position(st.int64(first));
+  e.version = StreamVersion(st.int64(first + 1));
+  e.id = uuid_column(st, first + 2).value_or(Uuid());
+  e.type.assign(st.text(first + 3));
+  e.data.assign(st.blob(first + 4));
+  e.metadata.assign(st.blob(first + 5));
+  e.correlation_id = uuid_column(st, first + 6);
+  e.causation_id = uuid_column(st, first + 7);
+  e.created_at = from_micros(st.int64(first + 8));
+}
+
+struct Shared {
+  Shared(std::string p, const SqliteOptions& o) : path(std::move(p)), readers(path, o.read_connections, o.busy_timeout_ms) {}
+  std::string path;
+  ConnectionPool readers;
+};
+
+class AllPages final : public detail::PageSource {
+ public:
+  explicit AllPages(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    static constexpr const char* kForward =
+        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
+        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position >= ?1 "
+        "ORDER BY e.position LIMIT ?2";
+    static constexpr const char* kBackward =
+        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
+        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position <= ?1 "
+        "ORDER BY e.position DESC LIMIT ?2";
+    out.resize(limit);
+    std::size_t n = 0;
+    auto conn = shared_->readers.acquire();
+    Statement& st = conn->prepare(direction == Direction::forward ? kForward : kBackward);
+    st.bind(1, static_cast<std::int64_t>(std::min<std::uint64_t>(from, INT64_MAX)));
+    st.bind(2, static_cast<std::int64_t>(limit));
+    while (n < limit && st.step()) {
+      RecordedEvent& e = out[n++];
+      e.stream.assign(st.text(0));
+      read_event(st, 1, e);
+    }
+    st.reset();
+    out.resize(n);
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+};
+
+class StreamPages final : public detail::PageSource {
+ public:
+  StreamPages(std::shared_ptr<Shared> shared, std::string stream, std::int64_t stream_id, std::uint64_t hidden)
+      : shared_(std::move(shared)), stream_(std::move(stream)), stream_id_(stream_id), hidden_(hidden) {}
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    static constexpr const char* kForward =
+        "SELECT position, version, id, type, data, metadata, correlation_id, causation_id, created_at "
+        "FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3";
+    static constexpr const char* kBackward =
+        "SELECT position, version, id, type, data, metadata, correlation_id, causation_id, created_at "
+        "FROM events WHERE stream_id = ?1 AND version <= ?2 AND version > ?4 ORDER BY version DESC LIMIT ?3";
+    out.resize(limit);
+    std::size_t n = 0;
+    auto conn = shared_->readers.acquire();
+    bool forward = direction == Direction::forward;
+    Statement& st = conn->prepare(forward ? kForward : kBackward);
+    st.bind(1, stream_id_);
+    st.bind(2, static_cast<std::int64_t>(std::min<std::uint64_t>(forward ? std::max(from, hidden_ + 1) : from,
+                                                                  INT64_MAX)));
+    st.bind(3, static_cast<std::int64_t>(limit));
+    if (!forward) st.bind(4, static_cast<std::int64_t>(hidden_));
+    while (n < limit && st.step()) {
+      RecordedEvent& e = out[n++];
+      e.stream = stream_;
+      read_event(st, 0, e);
+    }
+    st.reset();
+    out.resize(n);
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  std::string stream_;
+  std::int64_t stream_id_;
+  std::uint64_t hidden_;
+};
+
+class SqliteStore final : public EventStore {
+ public:
+  SqliteStore(const std::string& path, SqliteOptions options)
+      : options_(options), writer_(path, false, options.busy_timeout_ms) {
+    writer_.exec("PRAGMA journal_mode=WAL");
+    writer_.exec(options.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    writer_.exec("PRAGMA foreign_keys=OFF");
+    migrate();
+    shared_ = std::make_shared<Shared>(path, options);
+  }
+
+  AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
+    auto prepared = detail::prepare_append(stream, events);
+    AppendResult result;
+    submit(prepared.size(), [&] { result = append_locked(stream, expected, prepared); });
+    return result;
+  }
+
+  EventReader read_stream(std::string_view stream, ReadStreamOptions options) override {
+    detail::validate_stream_id(stream);
+    std::optional<StreamRow> row;
+    {
+      auto conn = shared_->readers.acquire();
+      row = load_stream(*conn, stream);
+    }
+    detail::StreamState state = row ? row->state : detail::StreamState{};
+    if (state.tombstoned) throw StreamDeleted(std::string(stream));
+    auto st = state.has_visible_events() ? EventReader::State::ok : EventReader::State::stream_not_found;
+    std::uint64_t from = options.from ? options.from->value()
+                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
+    auto source = std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0,
+                                                state.hidden_through.value());
+    return EventReader(std::move(source), std::string(stream), st, options.direction, from, options.max_count, false,
+                       kPageSize);
+  }
+
+  EventReader read_all(ReadAllOptions options) override {
+    std::uint64_t from = options.from ? options.from->value()
+                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
+    return EventReader(std::make_shared<AllPages>(shared_), std::string(kAllStream), EventReader::State::ok,
+                       options.direction, from, options.max_count, true, kPageSize);
+  }
+
+  std::optional<StreamInfo> stream_info(std::string_view stream) override {
+    detail::validate_stream_id(stream);
+    auto conn = shared_->readers.acquire();
+    auto row = load_stream(*conn, stream);
+    if (!row) return std::nullopt;
+    return detail::make_info(std::string(stream), row->state, row->created_at, row->updated_at);
+  }
+
+  std::vector<StreamInfo> list_streams(std::string_view after, std::size_t limit) override {
+    static constexpr const char* kList =
+        "SELECT name, last_version, hidden_through, tombstoned, created_at, updated_at FROM streams "
+        "WHERE name > ?1 ORDER BY name LIMIT ?2";
+    auto conn = shared_->readers.acquire();
+    Statement& st = conn->prepare(kList);
+    st.bind_text(1, after).bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+    std::vector<StreamInfo> out;
+    while (st.step()) {
+      detail::StreamState s;
+      s.exists = true;
+      s.last = StreamVersion(st.int64(1));
+      s.hidden_through = StreamVersion(st.int64(2));
+      s.tombstoned = st.int64(3) != 0;
+      out.push_back(detail::make_info(std::string(st.text(0)), s, from_micros(st.int64(4)), from_micros(st.int64(5))));
+    }
+    st.reset();
+    return out;
+  }
+
+  void delete_stream(std::string_view stream, ExpectedVersion expected, DeleteMode mode) override {
+    detail::validate_stream_id(stream);
+    if (is_system_stream(stream)) {
+      throw InvalidArgument(fmt::format("stream '{}' is reserved for the system and cannot be deleted", stream));
+    }
+    submit(0, [&] { delete_locked(stream, expected, mode); });
+  }
+
+  Position head_position() override {
+    auto conn = shared_->readers.acquire();
+    Statement& st = conn->prepare("SELECT coalesce(max(position), 0) FROM events");
+    st.step();
+    Position p(st.int64(0));
+    st.reset();
+    return p;
+  }
+
+  StoreStats stats() override {
+    auto conn = shared_->readers.acquire();
+    StoreStats s;
+    s.engine = "sqlite";
+    Statement& st = conn->prepare("SELECT (SELECT count(*) FROM streams), (SELECT coalesce(max(position), 0) FROM events)");
+    st.step();
+    s.streams = st.int64(0);
+    s.events = st.int64(1);
+    s.head = Position(st.int64(1));
+    st.reset();
+    return s;
+  }
+
+ private:
+  // One unit of work in a group commit. It runs inside the group's transaction, under its own savepoint,
+  // so a failing request is rolled back alone.
+  struct Request {
+    std::function<void()> work;
+    std::size_t events;
+    std::exception_ptr error;
+    bool done = false;
+  };
+
+  void migrate() {
+    Statement& st = writer_.prepare("PRAGMA user_version");
+    st.step();
+    int version = static_cast<int>(st.int64(0));
+    st.reset();
+    if (version > kSchemaVersion) {
+      throw StorageError(fmt::format("SQLite store '{}' has schema version {}, newer than this library's {}",
+                                     writer_.path(), version, kSchemaVersion));
+    }
+    if (version == kSchemaVersion) return;
+    writer_.exec("BEGIN IMMEDIATE");
+    try {
+      writer_.exec(kSchemaV1);
+      writer_.exec("PRAGMA user_version = 1");
+      writer_.exec("COMMIT");
+    } catch (...) {
+      sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+
+  // Leader/follower group commit: the first waiting thread becomes the leader, takes every queued
+  // request, runs them in one transaction and commits once; followers sleep until their request is done.
+  void submit(std::size_t events, std::function<void()> work) {
+    Request req{std::move(work), events, nullptr, false};
+    std::unique_lock lock(mu_);
+    queue_.push_back(&req);
+    while (!req.done) {
+      if (leader_active_) {
+        cv_.wait(lock);
+        continue;
+      }
+      leader_active_ = true;
+      std::vector<Request*> group;
+      std::size_t total = 0;
+      while (!queue_.empty() && (group.empty() || total + queue_.front()->events <= options_.max_group_events)) {
+        total += queue_.front()->events;
+        group.push_back(queue_.front());
+        queue_.pop_front();
+      }
+      lock.unlock();
+      run_group(group);
+      lock.lock();
+      leader_active_ = false;
+      for (Request* r : group) r->done = true;
+      cv_.notify_all();
+    }
+    if (req.error) std::rethrow_exception(req.error);
+  }
+
+  void run_group(const std::vector<Request*>& group) {
+    try {
+      writer_.exec("BEGIN IMMEDIATE");
+    } catch (...) {
+      for (Request* r : group) r->error = std::current_exception();
+      return;
+    }
+    next_position_ = 0;
+    bool any_ok = false;
+    for (Request* r : group) {
+      std::uint64_t saved_next = next_position_;
+      try {
+        writer_.exec("SAVEPOINT request");
+        r->work();
+        writer_.exec("RELEASE request");
+        any_ok = true;
+      } catch (...) {
+        r->error = std::current_exception();
+        next_position_ = saved_next;
+        sqlite3_exec(writer_.handle(), "ROLLBACK TO request; RELEASE request", nullptr, nullptr, nullptr);
+      }
+    }
+    try {
+      writer_.exec(any_ok ? "COMMIT" : "ROLLBACK");
+    } catch (...) {
+      sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+      auto err = std::current_exception();
+      for (Request* r : group) {
+        if (!r->error) r->error = err;
+      }
+    }
+  }
+
+  std::uint64_t next_position() {
+    if (next_position_ == 0) {
+      Statement& st = writer_.prepare("SELECT coalesce(max(position), 0) FROM events");
+      st.step();
+      next_position_ = static_cast<std::uint64_t>(st.int64(0)) + 1;
+      st.reset();
+    }
+    return next_position_;
+  }
+
+  std::optional<detail::StoredLocation> lookup_id(const Uuid& id) {
+    Statement& st = writer_.prepare(
+        "SELECT s.name, e.version, e.position FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.id = ?1");
+    st.bind_blob(1, id.bytes().data(), 16);
+    if (!st.step()) return std::nullopt;
+    detail::StoredLocation loc{std::string(st.text(0)), StreamVersion(st.int64(1)), Position(st.int64(2))};
+    st.reset();
+    return loc;
+  }
+
+  std::int64_t create_stream(std::string_view stream, Timestamp ts) {
+    Statement& st = writer_.prepare("INSERT INTO streams (name, created_at, updated_at) VALUES (?1, ?2, ?2)");
+    st.bind_text(1, stream).bind(2, to_micros(ts));
+    st.run();
+    return sqlite3_last_insert_rowid(writer_.handle());
+  }
+
+  AppendResult append_locked(std::string_view stream, ExpectedVersion expected,
+                             const std::vector<detail::PreparedEvent>& events) {
+    auto row = load_stream(writer_, stream);
+    detail::StreamState state = row ? row->state : detail::StreamState{};
+    if (auto replay = detail::check_replay(stream, state, expected, events,
+                                           [&](const Uuid& id) { return lookup_id(id); })) {
+      return *replay;
+    }
+    detail::check_expected(stream, state, expected);
+    AppendResult result;
+    result.first_version = state.last.next();
+    result.last_version = state.last;
+    if (events.empty()) return result;
+    Timestamp ts = now();
+    std::int64_t stream_id = row ? row->id : create_stream(stream, ts);
+    Statement& ins = writer_.prepare(
+        "INSERT INTO events (position, stream_id, version, id, type, data, metadata, correlation_id, causation_id, "
+        "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+    std::uint64_t position = next_position();
+    result.first_position = Position(position);
+    std::uint64_t version = state.last.value();
+    for (const auto& p : events) {
+      ++version;
+      ins.reset();
+      ins.bind(1, static_cast<std::int64_t>(position))
+          .bind(2, stream_id)
+          .bind(3, static_cast<std::int64_t>(version))
+          .bind_blob(4, p.id.bytes().data(), 16)
+          .bind_text(5, p.data->type)
+          .bind_blob(6, p.data->data.data(), p.data->data.size())
+          .bind_blob(7, p.data->metadata.data(), p.data->metadata.size());
+      bind_uuid(ins, 8, p.data->correlation_id);
+      bind_uuid(ins, 9, p.data->causation_id);
+      ins.bind(10, to_micros(ts));
+      try {
+        ins.run();
+      } catch (const StorageError&) {
+        if (sqlite3_extended_errcode(writer_.handle()) == SQLITE_CONSTRAINT_UNIQUE) {
+          if (auto loc = lookup_id(p.id)) throw DuplicateEventId(p.id, std::string(stream), loc->stream, loc->version);
+        }
+        throw;
+      }
+      ++position;
+    }
+    next_position_ = position;
+    Statement& upd = writer_.prepare("UPDATE streams SET last_version = ?1, updated_at = ?2 WHERE id = ?3");
+    upd.bind(1, static_cast<std::int64_t>(version)).bind(2, to_micros(ts)).bind(3, stream_id);
+    upd.run();
+    result.last_version = StreamVersion(version);
+    result.last_position = Position(position - 1);
+    return result;
+  }
+
+  void delete_locked(std::string_view stream, ExpectedVersion expected, DeleteMode mode) {
+    auto row = load_stream(writer_, stream);
+    detail::StreamState state = row ? row->state : detail::StreamState{};
+    detail::check_expected(stream, state, expected);
+    if (mode == DeleteMode::soft && !row) throw StreamNotFound(std::string(stream));
+    Timestamp ts = now();
+    std::int64_t id = row ? row->id : create_stream(stream, ts);
+    Statement& st = writer_.prepare(
+        "UPDATE streams SET hidden_through = last_version, tombstoned = max(tombstoned, ?1), updated_at = ?2 "
+        "WHERE id = ?3");
+    st.bind(1, mode == DeleteMode::tombstone ? 1 : 0).bind(2, to_micros(ts)).bind(3, id);
+    st.run();
+  }
+
+  SqliteOptions options_;
+  Connection writer_;
+  std::shared_ptr<Shared> shared_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Request*> queue_;
+  bool leader_active_ = false;
+  std::uint64_t next_position_ = 0;  // valid inside a group's transaction only
+};
+
+}  // namespace
+
+std::unique_ptr<EventStore> open_sqlite_store(const std::string& path, SqliteOptions options) {
+  return std::make_unique<SqliteStore>(path, options);
+}
+
+}  // namespace sourced

@@ -1,0 +1,62 @@
+#pragma once
+// The rules of an append that every engine shares: input validation, the expected-version check and the
+// idempotency decision. Engines supply the facts (the stream's state, where an id is stored); these
+// functions decide, so all engines agree by construction and the conformance suite checks the rest.
+
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sourced/store.hpp"
+
+namespace sourced::detail {
+
+struct PreparedEvent {
+  const EventData* data;
+  Uuid id;
+  bool id_given;  // the caller chose the id, so it may repeat an earlier append
+};
+
+// A stream as an engine sees it when it appends or deletes.
+struct StreamState {
+  bool exists = false;          // the stream has a record (it was written or tombstoned)
+  StreamVersion last;           // highest version written
+  StreamVersion hidden_through;  // versions <= this were soft-deleted
+  bool tombstoned = false;
+
+  bool has_visible_events() const { return last > hidden_through; }
+  bool soft_deleted() const { return exists && !tombstoned && last.value() > 0 && last == hidden_through; }
+  StreamStatus status() const {
+    return tombstoned ? StreamStatus::tombstoned : soft_deleted() ? StreamStatus::soft_deleted : StreamStatus::active;
+  }
+};
+
+struct StoredLocation {
+  std::string stream;
+  StreamVersion version;
+  Position position;
+};
+
+// Throws InvalidArgument for a bad stream id (or a system stream) and bad events; fills ids.
+std::vector<PreparedEvent> prepare_append(std::string_view stream, std::span<const EventData> events);
+// Throws InvalidArgument when `stream` is not a valid id. Reserved ($) names are allowed: reading them is
+// fine, writing them is refused by prepare_append.
+void validate_stream_id(std::string_view stream);
+
+// Throws StreamDeleted or WrongExpectedVersion when `expected` does not hold for `state`.
+void check_expected(std::string_view stream, const StreamState& state, ExpectedVersion expected);
+
+// Decides whether an append repeats an earlier one. `lookup` tells where an id is stored. Returns the
+// original result for a repeat, nullopt for a new append; throws DuplicateEventId when some ids are
+// stored elsewhere, WrongExpectedVersion when a repeat does not match `expected`.
+std::optional<AppendResult> check_replay(std::string_view stream, const StreamState& state, ExpectedVersion expected,
+                                         std::span<const PreparedEvent> events,
+                                         const std::function<std::optional<StoredLocation>(const Uuid&)>& lookup);
+
+// The stream's information from its state and bookkeeping.
+StreamInfo make_info(std::string stream, const StreamState& state, Timestamp created, Timestamp updated);
+
+}  // namespace sourced::detail

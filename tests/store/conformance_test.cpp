@@ -1,0 +1,493 @@
+// The contract every engine honours (../ARCHITECTURE "Semantics every engine must honour"), run against
+// each engine in tests/store/engines.hpp.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "store/engines.hpp"
+
+namespace sourced::testing {
+namespace {
+
+class Conformance : public ::testing::TestWithParam<EngineParam> {
+ protected:
+  void SetUp() override {
+    harness_ = GetParam().make();
+    store_ = harness_->open();
+  }
+  EventStore& store() { return *store_; }
+
+  std::vector<RecordedEvent> read(std::string_view stream, ReadStreamOptions o = {}) {
+    return store().read_stream(stream, o).to_vector();
+  }
+  std::vector<RecordedEvent> read_all(ReadAllOptions o = {}) { return store().read_all(o).to_vector(); }
+  static std::vector<std::uint64_t> versions(const std::vector<RecordedEvent>& es) {
+    std::vector<std::uint64_t> v;
+    for (const auto& e : es) v.push_back(e.version.value());
+    return v;
+  }
+  static std::vector<std::uint64_t> positions(const std::vector<RecordedEvent>& es) {
+    std::vector<std::uint64_t> v;
+    for (const auto& e : es) v.push_back(e.position.value());
+    return v;
+  }
+  void append_n(std::string_view stream, int n, const std::string& type = "Happened") {
+    std::vector<EventData> batch;
+    for (int i = 0; i < n; ++i) batch.push_back(event(type, "{\"i\":" + std::to_string(i) + "}"));
+    store().append(stream, ExpectedVersion::any(), batch);
+  }
+
+  std::unique_ptr<EngineHarness> harness_;
+  std::unique_ptr<EventStore> store_;
+};
+
+using V = std::vector<std::uint64_t>;
+
+TEST_P(Conformance, FirstAppendStartsAtVersionOneAndPositionOne) {
+  auto r = store().append("account-1", ExpectedVersion::no_stream(), {event("Opened"), event("Deposited")});
+  EXPECT_EQ(r.first_version, StreamVersion(1));
+  EXPECT_EQ(r.last_version, StreamVersion(2));
+  EXPECT_EQ(r.first_position, Position(1));
+  EXPECT_EQ(r.last_position, Position(2));
+  EXPECT_FALSE(r.replayed);
+  auto r2 = store().append("account-2", ExpectedVersion::no_stream(), {event("Opened")});
+  EXPECT_EQ(r2.first_version, StreamVersion(1));
+  EXPECT_EQ(r2.first_position, Position(3));
+  EXPECT_EQ(store().head_position(), Position(3));
+}
+
+TEST_P(Conformance, ReadBackKeepsEveryField) {
+  EventData e;
+  e.type = "Deposited";
+  e.data = std::string("{\"amount\":10}\0binary\xff", 21);
+  e.metadata = R"({"user":"ada"})";
+  e.id = Uuid::v4();
+  e.correlation_id = Uuid::v4();
+  e.causation_id = Uuid::v7();
+  auto before = now();
+  store().append("account-1", ExpectedVersion::any(), {e, event("Plain", "", "")});
+  auto after = now();
+  auto events = read("account-1");
+  ASSERT_EQ(events.size(), 2u);
+  const auto& got = events[0];
+  EXPECT_EQ(got.id, *e.id);
+  EXPECT_EQ(got.stream, "account-1");
+  EXPECT_EQ(got.version, StreamVersion(1));
+  EXPECT_EQ(got.position, Position(1));
+  EXPECT_EQ(got.type, "Deposited");
+  EXPECT_EQ(got.data, e.data);
+  EXPECT_EQ(got.metadata, e.metadata);
+  EXPECT_EQ(got.correlation_id, e.correlation_id);
+  EXPECT_EQ(got.causation_id, e.causation_id);
+  EXPECT_GE(got.created_at, before - std::chrono::seconds(1));
+  EXPECT_LE(got.created_at, after + std::chrono::seconds(1));
+  EXPECT_EQ(events[1].data, "");
+  EXPECT_FALSE(events[1].correlation_id);
+  EXPECT_FALSE(events[1].id.is_nil()) << "the store generates an id when none is given";
+  EXPECT_EQ(events[1].id.version(), 7);
+}
+
+TEST_P(Conformance, ExpectedVersionAnyAlwaysAppends) {
+  store().append("s", ExpectedVersion::any(), {event("A")});
+  auto r = store().append("s", ExpectedVersion::any(), {event("B")});
+  EXPECT_EQ(r.last_version, StreamVersion(2));
+}
+
+TEST_P(Conformance, ExpectedNoStreamFailsWhenTheStreamHasEvents) {
+  store().append("s", ExpectedVersion::no_stream(), {event("A")});
+  try {
+    store().append("s", ExpectedVersion::no_stream(), {event("B")});
+    FAIL() << "expected WrongExpectedVersion";
+  } catch (const WrongExpectedVersion& e) {
+    EXPECT_EQ(e.stream(), "s");
+    EXPECT_EQ(e.expected(), ExpectedVersion::no_stream());
+    EXPECT_EQ(e.actual(), StreamVersion(1));
+  }
+  EXPECT_EQ(store().head_position(), Position(1));
+}
+
+TEST_P(Conformance, ExpectedStreamExistsFailsOnAMissingStream) {
+  try {
+    store().append("s", ExpectedVersion::stream_exists(), {event("A")});
+    FAIL() << "expected WrongExpectedVersion";
+  } catch (const WrongExpectedVersion& e) {
+    EXPECT_EQ(e.actual(), std::nullopt);
+  }
+  store().append("s", ExpectedVersion::no_stream(), {event("A")});
+  EXPECT_EQ(store().append("s", ExpectedVersion::stream_exists(), {event("B")}).last_version, StreamVersion(2));
+}
+
+TEST_P(Conformance, ExpectedExactVersionMustMatchTheLastVersion) {
+  store().append("s", ExpectedVersion::exact(0), {event("A"), event("B")});
+  for (std::uint64_t wrong : {0, 1, 3}) {
+    try {
+      store().append("s", ExpectedVersion::exact(wrong), {event("C")});
+      FAIL() << "expected WrongExpectedVersion for " << wrong;
+    } catch (const WrongExpectedVersion& e) {
+      EXPECT_EQ(e.expected(), ExpectedVersion::exact(wrong));
+      EXPECT_EQ(e.actual(), StreamVersion(2));
+      EXPECT_NE(std::string(e.what()).find("expected version " + std::to_string(wrong)), std::string::npos);
+    }
+  }
+  EXPECT_EQ(store().append("s", ExpectedVersion::exact(2), {event("C")}).last_version, StreamVersion(3));
+  EXPECT_EQ(versions(read("s")), (V{1, 2, 3}));
+}
+
+TEST_P(Conformance, AFailedAppendWritesNothing) {
+  store().append("s", ExpectedVersion::any(), {event("A")});
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(5), {event("B"), event("C")}), WrongExpectedVersion);
+  EXPECT_THROW(store().append("s", ExpectedVersion::any(), {event("B"), event("")}), InvalidArgument);
+  auto id = Uuid::v4();
+  EXPECT_THROW(store().append("s", ExpectedVersion::any(), {event_with_id("B", id), event_with_id("C", id)}),
+               InvalidArgument);
+  EXPECT_EQ(store().head_position(), Position(1));
+  EXPECT_EQ(versions(read("s")), (V{1}));
+  EXPECT_EQ(store().stream_info("s")->last_version, StreamVersion(1));
+}
+
+TEST_P(Conformance, EventsOfOneAppendAreContiguousInTheStreamAndInAll) {
+  std::vector<EventData> batch(50, event("E"));
+  auto r = store().append("s", ExpectedVersion::any(), batch);
+  EXPECT_EQ(r.last_position.value() - r.first_position.value(), 49u);
+  auto all = read_all();
+  ASSERT_EQ(all.size(), 50u);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i].position.value(), i + 1);
+    EXPECT_EQ(all[i].version.value(), i + 1);
+  }
+}
+
+TEST_P(Conformance, EmptyAppendOnlyChecksTheExpectedVersion) {
+  auto r = store().append("s", ExpectedVersion::no_stream(), std::vector<EventData>{});
+  EXPECT_EQ(r.last_version, StreamVersion(0));
+  EXPECT_EQ(store().head_position(), Position(0));
+  store().append("s", ExpectedVersion::any(), {event("A")});
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(0), std::vector<EventData>{}), WrongExpectedVersion);
+  EXPECT_EQ(store().append("s", ExpectedVersion::exact(1), std::vector<EventData>{}).last_version, StreamVersion(1));
+}
+
+TEST_P(Conformance, RepeatingAnAppendWithTheSameIdsReturnsTheFirstResult) {
+  std::vector<EventData> batch = {event_with_id("A", Uuid::v4()), event_with_id("B", Uuid::v4())};
+  store().append("other", ExpectedVersion::any(), {event("X")});
+  auto first = store().append("s", ExpectedVersion::no_stream(), batch);
+  auto again = store().append("s", ExpectedVersion::no_stream(), batch);
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.first_version, first.first_version);
+  EXPECT_EQ(again.last_version, first.last_version);
+  EXPECT_EQ(again.first_position, first.first_position);
+  EXPECT_EQ(again.last_position, first.last_position);
+  EXPECT_TRUE(store().append("s", ExpectedVersion::any(), batch).replayed);
+  EXPECT_TRUE(store().append("s", ExpectedVersion::exact(0), batch).replayed);
+  store().append("s", ExpectedVersion::exact(2), {event("C")});
+  EXPECT_TRUE(store().append("s", ExpectedVersion::no_stream(), batch).replayed) << "still the same append";
+  EXPECT_EQ(store().head_position(), Position(4));
+  EXPECT_EQ(versions(read("s")), (V{1, 2, 3}));
+}
+
+TEST_P(Conformance, ReusingAnEventIdElsewhereIsAnError) {
+  auto id = Uuid::v4();
+  store().append("s", ExpectedVersion::any(), {event_with_id("A", id)});
+  try {
+    store().append("t", ExpectedVersion::any(), {event_with_id("A", id)});
+    FAIL() << "expected DuplicateEventId";
+  } catch (const DuplicateEventId& e) {
+    EXPECT_EQ(e.id(), id);
+    EXPECT_EQ(e.stream(), "t");
+    EXPECT_NE(std::string(e.what()).find("'s'"), std::string::npos) << e.what();
+  }
+  // A batch that repeats only part of an earlier append is neither new nor a repeat.
+  EXPECT_THROW(store().append("s", ExpectedVersion::any(), {event_with_id("A", id), event("B")}), DuplicateEventId);
+  EXPECT_THROW(store().append("s", ExpectedVersion::any(), {event("B"), event_with_id("A", id)}), DuplicateEventId);
+  // The same ids, expected at another place in the stream: a new append that reuses an id.
+  store().append("s", ExpectedVersion::any(), {event("B")});
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(2), {event_with_id("A", id)}), DuplicateEventId);
+  // ... unless the stream is not where the writer expects either.
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(5), {event_with_id("A", id)}), WrongExpectedVersion);
+  EXPECT_EQ(store().head_position(), Position(2));
+}
+
+TEST_P(Conformance, ReadsAStreamForwardAndBackwardFromAVersionWithACount) {
+  append_n("s", 10);
+  append_n("other", 3);
+  EXPECT_EQ(versions(read("s")), (V{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(versions(read("s", {.from = StreamVersion(4), .max_count = 3})), (V{4, 5, 6}));
+  EXPECT_EQ(versions(read("s", {.direction = Direction::backward, .max_count = 3})), (V{10, 9, 8}));
+  EXPECT_EQ(versions(read("s", {.direction = Direction::backward, .from = StreamVersion(2)})), (V{2, 1}));
+  EXPECT_EQ(versions(read("s", {.direction = Direction::backward, .from = StreamVersion(50), .max_count = 2})),
+            (V{10, 9}));
+  EXPECT_EQ(versions(read("s", {.from = StreamVersion(0), .max_count = 1})), (V{1}));
+  EXPECT_EQ(read("s", {.max_count = 0}).size(), 0u);
+}
+
+TEST_P(Conformance, ReadingPastTheEndIsAnEmptyRangeNotAMissingStream) {
+  append_n("s", 3);
+  auto reader = store().read_stream("s", {.from = StreamVersion(10)});
+  EXPECT_EQ(reader.state(), EventReader::State::ok);
+  EXPECT_EQ(reader.next(), nullptr);
+}
+
+TEST_P(Conformance, ReadingAMissingStreamSaysSo) {
+  append_n("s", 1);
+  auto reader = store().read_stream("missing");
+  EXPECT_EQ(reader.state(), EventReader::State::stream_not_found);
+  EXPECT_THROW(reader.next(), StreamNotFound);
+  EXPECT_FALSE(store().stream_info("missing"));
+}
+
+TEST_P(Conformance, ReadsAllForwardAndBackwardFromAPositionWithACount) {
+  for (int i = 0; i < 5; ++i) {
+    append_n("a-" + std::to_string(i), 2);
+  }
+  auto all = read_all();
+  ASSERT_EQ(all.size(), 10u);
+  EXPECT_EQ(positions(all), (V{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  EXPECT_EQ(all[2].stream, "a-1");
+  EXPECT_EQ(all[2].version, StreamVersion(1));
+  EXPECT_EQ(positions(read_all({.from = Position(8)})), (V{8, 9, 10}));
+  EXPECT_EQ(positions(read_all({.from = Position(3), .max_count = 2})), (V{3, 4}));
+  EXPECT_EQ(positions(read_all({.direction = Direction::backward, .max_count = 3})), (V{10, 9, 8}));
+  EXPECT_EQ(positions(read_all({.direction = Direction::backward, .from = Position(2)})), (V{2, 1}));
+  EXPECT_EQ(read_all({.from = Position(11)}).size(), 0u);
+}
+
+TEST_P(Conformance, LongReadsArePagedInOrder) {
+  constexpr int kEvents = 5000;
+  std::vector<EventData> batch;
+  for (int i = 0; i < kEvents / 2; ++i) batch.push_back(event("E"));
+  store().append("long", ExpectedVersion::any(), batch);
+  store().append("long", ExpectedVersion::any(), batch);
+  std::uint64_t expect = 1;
+  for (const auto& e : store().read_stream("long")) ASSERT_EQ(e.version.value(), expect++);
+  EXPECT_EQ(expect, kEvents + 1u);
+  expect = kEvents;
+  for (const auto& e : store().read_all({.direction = Direction::backward})) ASSERT_EQ(e.position.value(), expect--);
+  EXPECT_EQ(expect, 0u);
+  EXPECT_EQ(read("long", {.from = StreamVersion(1500), .max_count = 2100}).back().version, StreamVersion(3599));
+}
+
+TEST_P(Conformance, SoftDeleteHidesTheStreamAndLetsItContinue) {
+  append_n("s", 3);
+  append_n("t", 1);
+  store().delete_stream("s", ExpectedVersion::exact(3), DeleteMode::soft);
+  EXPECT_EQ(store().read_stream("s").state(), EventReader::State::stream_not_found);
+  auto info = store().stream_info("s");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->status, StreamStatus::soft_deleted);
+  EXPECT_EQ(info->last_version, StreamVersion(3));
+  EXPECT_EQ(info->event_count, 0u);
+  EXPECT_EQ(read_all().size(), 4u) << "events stay in $all";
+  EXPECT_THROW(store().append("s", ExpectedVersion::stream_exists(), {event("X")}), WrongExpectedVersion);
+  auto r = store().append("s", ExpectedVersion::no_stream(), {event("Again")});
+  EXPECT_EQ(r.first_version, StreamVersion(4)) << "versions continue after a soft delete";
+  auto events = read("s");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].type, "Again");
+  EXPECT_EQ(versions(read("s", {.direction = Direction::backward})), (V{4}));
+  EXPECT_EQ(store().stream_info("s")->status, StreamStatus::active);
+  EXPECT_EQ(store().stream_info("s")->event_count, 1u);
+}
+
+TEST_P(Conformance, ASoftDeletedStreamAcceptsItsLastVersionAsExpected) {
+  append_n("s", 2);
+  store().delete_stream("s", ExpectedVersion::any(), DeleteMode::soft);
+  try {
+    store().append("s", ExpectedVersion::exact(1), {event("X")});
+    FAIL();
+  } catch (const WrongExpectedVersion& e) {
+    EXPECT_NE(std::string(e.what()).find("soft-deleted"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(store().append("s", ExpectedVersion::exact(2), {event("X")}).last_version, StreamVersion(3));
+}
+
+TEST_P(Conformance, TombstoneForbidsEveryLaterReadAndWrite) {
+  append_n("s", 2);
+  store().delete_stream("s", ExpectedVersion::any(), DeleteMode::tombstone);
+  EXPECT_THROW(store().read_stream("s"), StreamDeleted);
+  EXPECT_THROW(store().append("s", ExpectedVersion::any(), {event("X")}), StreamDeleted);
+  EXPECT_THROW(store().append("s", ExpectedVersion::no_stream(), {event("X")}), StreamDeleted);
+  EXPECT_THROW(store().delete_stream("s", ExpectedVersion::any(), DeleteMode::soft), StreamDeleted);
+  EXPECT_THROW(store().delete_stream("s", ExpectedVersion::any(), DeleteMode::tombstone), StreamDeleted);
+  EXPECT_EQ(store().stream_info("s")->status, StreamStatus::tombstoned);
+  EXPECT_EQ(read_all().size(), 2u) << "events stay in $all";
+}
+
+TEST_P(Conformance, TombstoningANeverWrittenStreamReservesTheName) {
+  store().delete_stream("ghost", ExpectedVersion::no_stream(), DeleteMode::tombstone);
+  EXPECT_THROW(store().append("ghost", ExpectedVersion::any(), {event("X")}), StreamDeleted);
+  EXPECT_EQ(store().stream_info("ghost")->status, StreamStatus::tombstoned);
+}
+
+TEST_P(Conformance, DeleteChecksTheExpectedVersionAndThatTheStreamExists) {
+  append_n("s", 2);
+  EXPECT_THROW(store().delete_stream("s", ExpectedVersion::exact(1), DeleteMode::soft), WrongExpectedVersion);
+  EXPECT_THROW(store().delete_stream("s", ExpectedVersion::exact(1), DeleteMode::tombstone), WrongExpectedVersion);
+  EXPECT_THROW(store().delete_stream("missing", ExpectedVersion::any(), DeleteMode::soft), StreamNotFound);
+  EXPECT_EQ(store().read_stream("s").state(), EventReader::State::ok);
+}
+
+TEST_P(Conformance, InvalidStreamIdsAndEventsAreRejectedClearly) {
+  for (std::string bad : {std::string(""), std::string("a\nb"), std::string(1001, 'x'), std::string("\xff")}) {
+    EXPECT_THROW(store().append(bad, ExpectedVersion::any(), {event("A")}), InvalidArgument);
+    EXPECT_THROW(store().read_stream(bad), InvalidArgument);
+    EXPECT_THROW(store().stream_info(bad), InvalidArgument);
+  }
+  try {
+    store().append("$system", ExpectedVersion::any(), {event("A")});
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("reserved"), std::string::npos);
+  }
+  try {
+    store().append("s", ExpectedVersion::any(), {event("A"), event("bad\ttype")});
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("event 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'s'"), std::string::npos) << e.what();
+  }
+  EventData nil = event("A");
+  nil.id = Uuid();
+  EXPECT_THROW(store().append("s", ExpectedVersion::any(), {nil}), InvalidArgument);
+  EXPECT_EQ(store().head_position(), Position(0));
+}
+
+TEST_P(Conformance, ListsStreamsInPagesAndReportsStats) {
+  for (auto name : {"c", "a", "b", "d"}) append_n(name, 2);
+  store().delete_stream("d", ExpectedVersion::any(), DeleteMode::soft);
+  auto page1 = store().list_streams({}, 3);
+  ASSERT_EQ(page1.size(), 3u);
+  EXPECT_EQ(page1[0].stream, "a");
+  EXPECT_EQ(page1[2].stream, "c");
+  EXPECT_EQ(page1[0].last_version, StreamVersion(2));
+  EXPECT_EQ(page1[0].event_count, 2u);
+  auto page2 = store().list_streams("c", 3);
+  ASSERT_EQ(page2.size(), 1u);
+  EXPECT_EQ(page2[0].stream, "d");
+  EXPECT_EQ(page2[0].status, StreamStatus::soft_deleted);
+  auto stats = store().stats();
+  EXPECT_EQ(stats.streams, 4u);
+  EXPECT_EQ(stats.events, 8u);
+  EXPECT_EQ(stats.head, Position(8));
+  EXPECT_EQ(stats.engine, GetParam().name);
+}
+
+TEST_P(Conformance, StreamInfoTracksTimes) {
+  store().append("s", ExpectedVersion::any(), {event("A")});
+  auto info1 = *store().stream_info("s");
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  store().append("s", ExpectedVersion::any(), {event("B")});
+  auto info2 = *store().stream_info("s");
+  EXPECT_EQ(info2.created_at, info1.created_at);
+  EXPECT_GT(info2.updated_at, info1.updated_at);
+  EXPECT_EQ(info2.event_count, 2u);
+}
+
+TEST_P(Conformance, ConcurrentWritersToOneStreamWinExactlyOncePerVersion) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 25;
+  std::vector<std::thread> threads;
+  std::atomic<int> conflicts{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread;) {
+        auto current = store().stream_info("contended");
+        std::uint64_t v = current ? current->last_version.value() : 0;
+        try {
+          store().append("contended", ExpectedVersion::exact(v),
+                         {event("W", "{\"t\":" + std::to_string(t) + ",\"i\":" + std::to_string(i) + "}")});
+          ++i;
+        } catch (const WrongExpectedVersion&) {
+          ++conflicts;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto events = read("contended");
+  ASSERT_EQ(events.size(), static_cast<std::size_t>(kThreads * kPerThread));
+  std::set<std::string> payloads;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].version.value(), i + 1);
+    EXPECT_EQ(events[i].position.value(), i + 1);
+    payloads.insert(events[i].data);
+  }
+  EXPECT_EQ(payloads.size(), events.size()) << "every acknowledged append is stored exactly once";
+}
+
+TEST_P(Conformance, ConcurrentWritersToManyStreamsGetGaplessPositions) {
+  constexpr int kThreads = 16;
+  constexpr int kPerThread = 40;
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::map<std::uint64_t, std::string> acknowledged;  // position -> stream
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::string stream = "writer-" + std::to_string(t % 5);
+      for (int i = 0; i < kPerThread; ++i) {
+        std::vector<EventData> batch(1 + (i % 3), event("W"));
+        auto r = store().append(stream, ExpectedVersion::any(), batch);
+        std::lock_guard lock(mu);
+        for (auto p = r.first_position.value(); p <= r.last_position.value(); ++p) {
+          EXPECT_TRUE(acknowledged.emplace(p, stream).second) << "position " << p << " given twice";
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto all = read_all();
+  ASSERT_EQ(all.size(), acknowledged.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    ASSERT_EQ(all[i].position.value(), i + 1);
+    EXPECT_EQ(acknowledged[i + 1], all[i].stream);
+  }
+  for (int s = 0; s < 5; ++s) {
+    auto events = read("writer-" + std::to_string(s));
+    for (std::size_t i = 0; i < events.size(); ++i) ASSERT_EQ(events[i].version.value(), i + 1);
+  }
+}
+
+TEST_P(Conformance, ConflictsInsideAConcurrentGroupFailAlone) {
+  append_n("hot", 1);
+  constexpr int kThreads = 12;
+  std::atomic<int> wins{0}, losses{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        store().append("hot", ExpectedVersion::exact(1), {event("Race")});
+        ++wins;
+      } catch (const WrongExpectedVersion&) {
+        ++losses;
+      }
+      store().append("own-" + std::to_string(t), ExpectedVersion::no_stream(), {event("Mine")});
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wins.load(), 1);
+  EXPECT_EQ(losses.load(), kThreads - 1);
+  EXPECT_EQ(read("hot").size(), 2u);
+  auto all = read_all();
+  EXPECT_EQ(all.size(), 2u + kThreads);
+  for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i].position.value(), i + 1);
+}
+
+TEST_P(Conformance, AcknowledgedAppendsSurviveReopening) {
+  if (!harness_->durable()) GTEST_SKIP() << GetParam().name << " keeps nothing across opens";
+  append_n("s", 3);
+  store().delete_stream("s", ExpectedVersion::any(), DeleteMode::soft);
+  store().append("s", ExpectedVersion::no_stream(), {event("After")});
+  store_.reset();
+  store_ = harness_->open();
+  EXPECT_EQ(store().head_position(), Position(4));
+  EXPECT_EQ(versions(read("s")), (V{4}));
+  EXPECT_EQ(store().append("s", ExpectedVersion::exact(4), {event("Next")}).first_position, Position(5));
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, Conformance, ::testing::ValuesIn(all_engines()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace sourced::testing

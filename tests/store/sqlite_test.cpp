@@ -1,0 +1,78 @@
+// SQLite-specific behaviour: the file, its schema version, sharing it between store objects.
+
+#include <gtest/gtest.h>
+
+#include <sqlite3.h>
+
+#include <fstream>
+
+#include "store/engines.hpp"
+
+namespace sourced::testing {
+namespace {
+
+TEST(SqliteStore, CreatesOneFileInWalMode) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  {
+    auto store = open_sqlite_store(path);
+    store->append("s", ExpectedVersion::any(), {event("A")});
+  }
+  ASSERT_TRUE(std::filesystem::exists(path));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+TEST(SqliteStore, RefusesAFileWithANewerSchema) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  open_sqlite_store(path).reset();
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  try {
+    open_sqlite_store(path);
+    FAIL();
+  } catch (const StorageError& e) {
+    EXPECT_NE(std::string(e.what()).find("schema version 99"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SqliteStore, RefusesAFileThatIsNotADatabase) {
+  TempDir dir;
+  auto path = dir.path() / "junk.db";
+  {
+    std::ofstream(path) << "this is not a database, just some text that is long enough to have a header";
+  }
+  EXPECT_THROW(open_sqlite_store(path.string()), StorageError);
+}
+
+TEST(SqliteStore, TwoStoreObjectsOnOneFileSeeEachOthersAppends) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto a = open_sqlite_store(path);
+  auto b = open_sqlite_store(path);
+  a->append("s", ExpectedVersion::no_stream(), {event("A")});
+  EXPECT_THROW(b->append("s", ExpectedVersion::no_stream(), {event("B")}), WrongExpectedVersion);
+  b->append("s", ExpectedVersion::exact(1), {event("B")});
+  EXPECT_EQ(a->read_stream("s").to_vector().size(), 2u);
+  EXPECT_EQ(a->head_position(), Position(2));
+}
+
+TEST(SqliteStore, OpenStoreUnderstandsPathsAndMemory) {
+  TempDir dir;
+  auto store = open_store("sqlite:" + (dir.path() / "x.db").string());
+  EXPECT_EQ(store->stats().engine, "sqlite");
+  EXPECT_EQ(open_store("memory:")->stats().engine, "memory");
+  EXPECT_THROW(open_store(""), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace sourced::testing
