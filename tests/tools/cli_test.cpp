@@ -1,0 +1,184 @@
+// The `sourced` binary, run as a user would: arguments, stdin, stdout, stderr and exit codes.
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include "store/engines.hpp"
+
+namespace sourced::testing {
+namespace {
+
+using json = nlohmann::json;
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+  std::vector<json> lines() const {
+    std::vector<json> v;
+    std::istringstream s(out);
+    std::string line;
+    while (std::getline(s, line)) v.push_back(json::parse(line));
+    return v;
+  }
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  Result run(const std::vector<std::string>& args, const std::string& input = "") {
+    auto in = dir_.path() / "stdin", out = dir_.path() / "stdout", err = dir_.path() / "stderr";
+    std::ofstream(in) << input;
+    std::string cmd = quote(SOURCED_CLI) + " --store " + quote(store_);
+    for (const auto& a : args) cmd += " " + quote(a);
+    cmd += " <" + quote(in) + " >" + quote(out) + " 2>" + quote(err);
+    int status = std::system(cmd.c_str());
+    auto slurp = [](const std::filesystem::path& p) {
+      std::ifstream f(p);
+      return std::string(std::istreambuf_iterator<char>(f), {});
+    };
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  }
+
+  TempDir dir_;
+  std::string store_ = (dir_.path() / "cli.db").string();
+};
+
+TEST_F(Cli, AppendsAndReadsBack) {
+  auto r = run({"append", "account-1", "--type", "Opened", "--data", R"({"owner": "Ada"})", "--metadata",
+                R"({"user":"x"})", "--expected", "no_stream"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto res = json::parse(r.out);
+  EXPECT_EQ(res["first_version"], 1);
+  EXPECT_EQ(res["last_position"], 1);
+  EXPECT_EQ(res["ids"].size(), 1u);
+
+  r = run({"read", "account-1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["stream"], "account-1");
+  EXPECT_EQ(lines[0]["version"], 1);
+  EXPECT_EQ(lines[0]["position"], 1);
+  EXPECT_EQ(lines[0]["type"], "Opened");
+  EXPECT_EQ(lines[0]["data"], json::parse(R"({"owner":"Ada"})"));
+  EXPECT_EQ(lines[0]["metadata"]["user"], "x");
+  EXPECT_EQ(lines[0]["id"], res["ids"][0]);
+  EXPECT_TRUE(lines[0].contains("created_at"));
+  EXPECT_FALSE(lines[0].contains("correlation_id"));
+}
+
+TEST_F(Cli, AppendsJsonLinesFromStdinAtomically) {
+  std::string id = Uuid::v4().to_string(), corr = Uuid::v4().to_string();
+  std::string input = R"({"type":"A","data":{"n":1},"id":")" + id + R"(","correlation_id":")" + corr + "\"}\n" +
+                      R"({"type":"B","data":[1,2],"metadata":{"m":true}})" + "\n";
+  auto r = run({"append", "s"}, input);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["last_version"], 2);
+  auto lines = run({"read", "s"}).lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["id"], id);
+  EXPECT_EQ(lines[0]["correlation_id"], corr);
+  EXPECT_EQ(lines[1]["data"], json::parse("[1,2]"));
+
+  // One bad line: nothing of the batch is written.
+  r = run({"append", "s"}, "{\"type\":\"C\"}\n{\"type\":\"D\",\"data\":{oops}\n");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("line 2"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"read", "s"}).lines().size(), 2u);
+
+  // Repeating the first append is a no-op.
+  r = run({"append", "s", "--type", "A", "--id", id, "--expected", "0"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["replayed"], true);
+}
+
+TEST_F(Cli, ReadsAllAndRangesBothWays) {
+  for (const char* s : {"a-1", "a-2", "a-1", "b-1"}) ASSERT_EQ(run({"append", s, "--type", "T"}).code, 0);
+  auto all = run({"read", "$all"}).lines();
+  ASSERT_EQ(all.size(), 4u);
+  EXPECT_EQ(all[2]["stream"], "a-1");
+  EXPECT_EQ(all[2]["version"], 2);
+  auto back = run({"read", "$all", "--backward", "--count", "2"}).lines();
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0]["position"], 4);
+  EXPECT_EQ(back[1]["position"], 3);
+  auto from = run({"read", "$all", "--from", "2", "--count", "2"}).lines();
+  ASSERT_EQ(from.size(), 2u);
+  EXPECT_EQ(from[0]["position"], 2);
+  auto stream = run({"read", "a-1", "--from", "2"}).lines();
+  ASSERT_EQ(stream.size(), 1u);
+  EXPECT_EQ(stream[0]["version"], 2);
+}
+
+TEST_F(Cli, ExitCodesDistinguishUsageConflictsNotFoundAndDeleted) {
+  ASSERT_EQ(run({"append", "s", "--type", "A"}).code, 0);
+
+  auto r = run({"append", "s", "--type", "B", "--expected", "5"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_NE(r.err.find("'s'"), std::string::npos);
+  EXPECT_NE(r.err.find("expected version 5"), std::string::npos);
+  EXPECT_NE(r.err.find("version 1"), std::string::npos);
+
+  EXPECT_EQ(run({"read", "missing"}).code, 4);
+  EXPECT_EQ(run({"info", "missing"}).code, 4);
+  EXPECT_EQ(run({"append", "s", "--type", "B", "--data", "{not json"}).code, 2);
+  EXPECT_EQ(run({"append", "s", "--type", "B", "--id", "nope"}).code, 2);
+  EXPECT_EQ(run({"append", "s", "--type", "B", "--expected", "sometimes"}).code, 2);
+  EXPECT_EQ(run({"append", "bad\nid", "--type", "B"}).code, 2);
+  EXPECT_EQ(run({"append", "$system", "--type", "B"}).code, 2);
+  EXPECT_EQ(run({"frobnicate"}).code, 2);
+  EXPECT_EQ(run({}).code, 2);
+  EXPECT_EQ(json::parse(run({"stats"}).out)["events"], 1) << "bad input never changed the store";
+
+  EXPECT_EQ(run({"delete", "s", "--tombstone"}).code, 0);
+  r = run({"read", "s"});
+  EXPECT_EQ(r.code, 5);
+  EXPECT_NE(r.err.find("'s'"), std::string::npos);
+  EXPECT_EQ(run({"append", "s", "--type", "C"}).code, 5);
+}
+
+TEST_F(Cli, DeletesListsAndShowsInfo) {
+  ASSERT_EQ(run({"append", "x", "--type", "A"}).code, 0);
+  ASSERT_EQ(run({"append", "y", "--type", "A"}).code, 0);
+  EXPECT_EQ(run({"delete", "x", "--expected", "0"}).code, 3);
+  ASSERT_EQ(run({"delete", "x", "--expected", "1"}).code, 0);
+  EXPECT_EQ(run({"read", "x"}).code, 4);
+  auto info = json::parse(run({"info", "x"}).out);
+  EXPECT_EQ(info["status"], "soft_deleted");
+  EXPECT_EQ(info["last_version"], 1);
+  auto streams = run({"streams"}).lines();
+  ASSERT_EQ(streams.size(), 2u);
+  EXPECT_EQ(streams[0]["stream"], "x");
+  EXPECT_EQ(streams[1]["status"], "active");
+  auto stats = json::parse(run({"stats"}).out);
+  EXPECT_EQ(stats["engine"], "sqlite");
+  EXPECT_EQ(stats["streams"], 2);
+  EXPECT_EQ(stats["head_position"], 2);
+}
+
+TEST_F(Cli, ReadingAStoreThatDoesNotExistDoesNotCreateIt) {
+  EXPECT_EQ(run({"read", "s"}).code, 4);
+  EXPECT_EQ(run({"read", "$all"}).code, 0);
+  EXPECT_FALSE(std::filesystem::exists(store_));
+}
+
+TEST_F(Cli, TakesTheStoreFromTheEnvironment) {
+  auto other = (dir_.path() / "env.db").string();
+  std::string cmd = "SOURCED_STORE=" + quote(other) + " " + quote(SOURCED_CLI) + " append e --type A >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_TRUE(std::filesystem::exists(other));
+}
+
+}  // namespace
+}  // namespace sourced::testing

@@ -1,0 +1,286 @@
+#include "cli.hpp"
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "sourced/memory_store.hpp"
+#include "sourced/store.hpp"
+
+namespace sourced::cli {
+namespace {
+
+using json = nlohmann::json;
+
+// Input the user got wrong, reported with exit code 2 before the store is touched.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int exit_code_for(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::invalid_argument: return kUsage;
+    case ErrorCode::duplicate_event_id: return kUsage;
+    case ErrorCode::wrong_expected_version: return kWrongVersion;
+    case ErrorCode::stream_not_found: return kStreamNotFound;
+    case ErrorCode::stream_deleted: return kStreamDeleted;
+    case ErrorCode::connection:
+    case ErrorCode::storage: return kFailure;
+  }
+  return kFailure;
+}
+
+ExpectedVersion parse_expected(const std::string& text) {
+  auto e = ExpectedVersion::parse(text);
+  if (!e) {
+    throw UsageError(fmt::format("--expected must be any, no_stream, stream_exists or a version number, not '{}'",
+                                 text));
+  }
+  return *e;
+}
+
+Uuid parse_uuid(const std::string& text, std::string_view what) {
+  auto id = Uuid::parse(text);
+  if (!id) throw UsageError(fmt::format("{} '{}' is not a UUID (expected 8-4-4-4-12 hex digits)", what, text));
+  return *id;
+}
+
+// Checks that `text` is JSON and returns it compacted.
+std::string require_json(const std::string& text, std::string_view what) {
+  try {
+    return json::parse(text).dump();
+  } catch (const json::parse_error& e) {
+    throw UsageError(fmt::format("{} is not valid JSON: {}", what, e.what()));
+  }
+}
+
+// Bytes that hold JSON print as JSON; anything else prints as a string.
+json as_json(const std::string& bytes) {
+  if (bytes.empty()) return nullptr;
+  json parsed = json::parse(bytes, nullptr, false);
+  if (!parsed.is_discarded()) return parsed;
+  return json(bytes);
+}
+
+json event_json(const RecordedEvent& e) {
+  json j = {{"stream", e.stream},
+            {"version", e.version.value()},
+            {"position", e.position.value()},
+            {"id", e.id.to_string()},
+            {"type", e.type},
+            {"data", as_json(e.data)},
+            {"metadata", as_json(e.metadata)},
+            {"created_at", format_timestamp(e.created_at)}};
+  if (e.correlation_id) j["correlation_id"] = e.correlation_id->to_string();
+  if (e.causation_id) j["causation_id"] = e.causation_id->to_string();
+  return j;
+}
+
+const char* status_name(StreamStatus s) {
+  switch (s) {
+    case StreamStatus::active: return "active";
+    case StreamStatus::soft_deleted: return "soft_deleted";
+    case StreamStatus::tombstoned: return "tombstoned";
+  }
+  return "?";
+}
+
+json info_json(const StreamInfo& i) {
+  return {{"stream", i.stream},
+          {"last_version", i.last_version.value()},
+          {"event_count", i.event_count},
+          {"status", status_name(i.status)},
+          {"created_at", format_timestamp(i.created_at)},
+          {"updated_at", format_timestamp(i.updated_at)}};
+}
+
+// One event from a JSON line of `sourced append` without --type.
+EventData event_from_json_line(const std::string& line, std::size_t number) {
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::parse_error& e) {
+    throw UsageError(fmt::format("stdin line {} is not valid JSON: {}", number, e.what()));
+  }
+  if (!j.is_object()) throw UsageError(fmt::format("stdin line {} must be a JSON object", number));
+  auto text_field = [&](const char* name) -> std::optional<std::string> {
+    if (!j.contains(name) || j[name].is_null()) return std::nullopt;
+    if (!j[name].is_string()) throw UsageError(fmt::format("stdin line {}: \"{}\" must be a string", number, name));
+    return j[name].get<std::string>();
+  };
+  EventData e;
+  auto type = text_field("type");
+  if (!type) throw UsageError(fmt::format("stdin line {}: \"type\" is required", number));
+  e.type = *type;
+  e.data = j.contains("data") ? j["data"].dump() : "{}";
+  e.metadata = j.contains("metadata") ? j["metadata"].dump() : "{}";
+  std::string where = fmt::format("stdin line {}: \"", number);
+  if (auto id = text_field("id")) e.id = parse_uuid(*id, where + "id\"");
+  if (auto id = text_field("correlation_id")) e.correlation_id = parse_uuid(*id, where + "correlation_id\"");
+  if (auto id = text_field("causation_id")) e.causation_id = parse_uuid(*id, where + "causation_id\"");
+  return e;
+}
+
+bool is_sqlite_path(const std::string& location) {
+  return location != "memory:" && !location.starts_with("postgres://") && !location.starts_with("postgresql://");
+}
+
+}  // namespace
+
+int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, std::ostream& err) {
+  CLI::App app{"sourced: an event store. Output is JSON (one object per line for lists).", "sourced"};
+  app.footer(
+      "Exit codes: 0 ok; 1 failure (I/O, server); 2 usage or invalid input; 3 wrong expected version;\n"
+      "4 stream not found; 5 stream deleted (tombstoned).");
+  app.require_subcommand(1);
+  std::string store_location = "./sourced.db";
+  app.add_option("--store", store_location, "SQLite file, postgres:// URL or memory:")
+      ->envname("SOURCED_STORE")
+      ->capture_default_str();
+
+  std::string stream, type, data = "{}", metadata = "{}", id, correlation_id, causation_id, expected = "any";
+  auto* append = app.add_subcommand("append", "Append events to a stream (from --type/--data, or JSON lines on stdin)");
+  append->add_option("stream", stream, "Stream id")->required();
+  append->add_option("--type", type, "Event type; without it, events are read as JSON lines from stdin");
+  append->add_option("--data", data, "Event data (JSON)")->capture_default_str();
+  append->add_option("--metadata", metadata, "Event metadata (JSON)")->capture_default_str();
+  append->add_option("--id", id, "Event id (UUID); repeating an append with the same id is a no-op");
+  append->add_option("--correlation-id", correlation_id, "Correlation id (UUID)");
+  append->add_option("--causation-id", causation_id, "Causation id (UUID)");
+  append->add_option("--expected", expected, "any | no_stream | stream_exists | VERSION")->capture_default_str();
+
+  std::uint64_t from = 0, count = kUnlimited;
+  bool backward = false;
+  auto* read = app.add_subcommand("read", "Read a stream or '$all' as JSON lines");
+  read->add_option("stream", stream, "Stream id, or '$all' for the global log")->required();
+  auto* from_opt = read->add_option("--from", from, "First version (or position for $all) to read, inclusive");
+  read->add_option("--count", count, "Most events to read");
+  read->add_flag("--backward", backward, "Read from the end towards the start");
+
+  auto* streams = app.add_subcommand("streams", "List streams as JSON lines");
+  auto* info = app.add_subcommand("info", "Show one stream's version, event count and state");
+  info->add_option("stream", stream, "Stream id")->required();
+
+  bool tombstone = false;
+  auto* del = app.add_subcommand("delete", "Delete a stream (soft by default)");
+  del->add_option("stream", stream, "Stream id")->required();
+  del->add_flag("--tombstone", tombstone, "Delete permanently: the stream can never be written or read again");
+  del->add_option("--expected", expected, "any | no_stream | stream_exists | VERSION")->capture_default_str();
+
+  auto* stats = app.add_subcommand("stats", "Show the store's engine, stream and event counts and head position");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e, out, err);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e, out, err);
+  } catch (const CLI::ParseError& e) {
+    err << "sourced: " << e.what() << "\n";
+    return kUsage;
+  }
+
+  try {
+    bool writes = append->parsed() || del->parsed();
+    std::unique_ptr<EventStore> store;
+    if (!writes && is_sqlite_path(store_location) && !store_location.starts_with("sqlite:") &&
+        !std::filesystem::exists(store_location)) {
+      // Reading must not create a file: a store that does not exist yet reads as empty.
+      store = open_memory_store();
+    } else {
+      store = open_store(store_location);
+    }
+
+    if (append->parsed()) {
+      ExpectedVersion ev = parse_expected(expected);
+      std::vector<EventData> events;
+      if (!type.empty()) {
+        EventData e;
+        e.type = type;
+        e.data = require_json(data, "--data");
+        e.metadata = require_json(metadata, "--metadata");
+        if (!id.empty()) e.id = parse_uuid(id, "--id");
+        if (!correlation_id.empty()) e.correlation_id = parse_uuid(correlation_id, "--correlation-id");
+        if (!causation_id.empty()) e.causation_id = parse_uuid(causation_id, "--causation-id");
+        events.push_back(std::move(e));
+      } else {
+        std::string line;
+        std::size_t number = 0;
+        while (std::getline(in, line)) {
+          ++number;
+          if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+          events.push_back(event_from_json_line(line, number));
+        }
+        if (events.empty()) throw UsageError("no events: give --type and --data, or JSON lines on stdin");
+      }
+      // The CLI names every event so it can print the ids; ids it makes are time-ordered like the store's.
+      for (auto& e : events) {
+        if (!e.id) e.id = Uuid::v7();
+      }
+      auto r = store->append(stream, ev, events);
+      json ids = json::array();
+      for (const auto& e : events) ids.push_back(e.id->to_string());
+      out << json{{"stream", stream},
+                  {"first_version", r.first_version.value()},
+                  {"last_version", r.last_version.value()},
+                  {"first_position", r.first_position.value()},
+                  {"last_position", r.last_position.value()},
+                  {"replayed", r.replayed},
+                  {"ids", ids}}
+                 .dump()
+          << "\n";
+    } else if (read->parsed()) {
+      Direction dir = backward ? Direction::backward : Direction::forward;
+      bool has_from = from_opt->count() > 0;
+      auto reader = stream == kAllStream
+                        ? store->read_all({.direction = dir,
+                                           .from = has_from ? std::optional(Position(from)) : std::nullopt,
+                                           .max_count = count})
+                        : store->read_stream(stream, {.direction = dir,
+                                                      .from = has_from ? std::optional(StreamVersion(from))
+                                                                       : std::nullopt,
+                                                      .max_count = count});
+      if (reader.state() == EventReader::State::stream_not_found) throw StreamNotFound(stream);
+      while (const RecordedEvent* e = reader.next()) out << event_json(*e).dump() << "\n";
+    } else if (streams->parsed()) {
+      std::string after;
+      for (;;) {
+        auto page = store->list_streams(after, 1000);
+        for (const auto& i : page) out << info_json(i).dump() << "\n";
+        if (page.size() < 1000) break;
+        after = page.back().stream;
+      }
+    } else if (info->parsed()) {
+      auto i = store->stream_info(stream);
+      if (!i) throw StreamNotFound(stream);
+      out << info_json(*i).dump() << "\n";
+    } else if (del->parsed()) {
+      ExpectedVersion ev = parse_expected(expected);
+      store->delete_stream(stream, ev, tombstone ? DeleteMode::tombstone : DeleteMode::soft);
+      out << json{{"stream", stream}, {"deleted", tombstone ? "tombstone" : "soft"}}.dump() << "\n";
+    } else if (stats->parsed()) {
+      auto s = store->stats();
+      out << json{{"engine", s.engine}, {"streams", s.streams}, {"events", s.events}, {"head_position", s.head.value()}}
+                 .dump()
+          << "\n";
+    }
+    out.flush();
+    return kOk;
+  } catch (const UsageError& e) {
+    err << "sourced: " << e.what() << "\n";
+    return kUsage;
+  } catch (const Error& e) {
+    err << "sourced: " << e.what() << "\n";
+    return exit_code_for(e.code());
+  } catch (const std::exception& e) {
+    err << "sourced: " << e.what() << "\n";
+    return kFailure;
+  }
+}
+
+}  // namespace sourced::cli
