@@ -25,14 +25,15 @@ constexpr std::size_t kPageSize = 1024;
 // Migration 1. Positions are the rowid of `events`: a B-tree keyed by position, so `$all` reads are a
 // range scan and appends land at the right edge.
 constexpr const char* kSchemaV1 = R"sql(
+-- A stream's last version is max(events.version) for it: appends write only to `events`, so a commit
+-- dirties as few pages as possible. `streams` changes when a stream is created or deleted.
 CREATE TABLE IF NOT EXISTS streams (
   id             INTEGER PRIMARY KEY,
   name           TEXT    NOT NULL UNIQUE,
-  last_version   INTEGER NOT NULL DEFAULT 0,
   hidden_through INTEGER NOT NULL DEFAULT 0,
   tombstoned     INTEGER NOT NULL DEFAULT 0,
   created_at     INTEGER NOT NULL,
-  updated_at     INTEGER NOT NULL
+  updated_at     INTEGER NOT NULL  -- creation or deletion time; later appends are dated by their events
 );
 CREATE TABLE IF NOT EXISTS events (
   position       INTEGER PRIMARY KEY,
@@ -77,21 +78,28 @@ struct StreamRow {
   Timestamp updated_at;
 };
 
-constexpr const char* kSelectStream =
-    "SELECT id, last_version, hidden_through, tombstoned, created_at, updated_at FROM streams WHERE name = ?1";
+// The stream row and its last version, for the write path (no time columns: cheaper).
+constexpr const char* kSelectStreamState =
+    "SELECT id, hidden_through, tombstoned, created_at, updated_at, "
+    "coalesce((SELECT max(version) FROM events WHERE stream_id = streams.id), 0) FROM streams WHERE name = ?1";
+// Everything StreamInfo shows: updated_at is the later of the row's time and the last event's.
+constexpr const char* kSelectStreamInfo =
+    "SELECT s.id, s.hidden_through, s.tombstoned, s.created_at, max(s.updated_at, coalesce(e.created_at, 0)), "
+    "coalesce(e.version, 0) FROM streams s LEFT JOIN events e ON e.position = "
+    "(SELECT position FROM events WHERE stream_id = s.id ORDER BY version DESC LIMIT 1) WHERE s.name = ?1";
 
-std::optional<StreamRow> load_stream(Connection& c, std::string_view name) {
-  Statement& st = c.prepare(kSelectStream);
+std::optional<StreamRow> load_stream(Connection& c, std::string_view name, bool with_times = false) {
+  Statement& st = c.prepare(with_times ? kSelectStreamInfo : kSelectStreamState);
   st.bind_text(1, name);
   if (!st.step()) return std::nullopt;
   StreamRow row;
   row.id = st.int64(0);
   row.state.exists = true;
-  row.state.last = StreamVersion(st.int64(1));
-  row.state.hidden_through = StreamVersion(st.int64(2));
-  row.state.tombstoned = st.int64(3) != 0;
-  row.created_at = from_micros(st.int64(4));
-  row.updated_at = from_micros(st.int64(5));
+  row.state.hidden_through = StreamVersion(st.int64(1));
+  row.state.tombstoned = st.int64(2) != 0;
+  row.created_at = from_micros(st.int64(3));
+  row.updated_at = from_micros(st.int64(4));
+  row.state.last = StreamVersion(st.int64(5));
   st.reset();
   return row;
 }
@@ -232,15 +240,17 @@ class SqliteStore final : public EventStore {
   std::optional<StreamInfo> stream_info(std::string_view stream) override {
     detail::validate_stream_id(stream);
     auto conn = shared_->readers.acquire();
-    auto row = load_stream(*conn, stream);
+    auto row = load_stream(*conn, stream, true);
     if (!row) return std::nullopt;
     return detail::make_info(std::string(stream), row->state, row->created_at, row->updated_at);
   }
 
   std::vector<StreamInfo> list_streams(std::string_view after, std::size_t limit) override {
     static constexpr const char* kList =
-        "SELECT name, last_version, hidden_through, tombstoned, created_at, updated_at FROM streams "
-        "WHERE name > ?1 ORDER BY name LIMIT ?2";
+        "SELECT s.name, coalesce(e.version, 0), s.hidden_through, s.tombstoned, s.created_at, "
+        "max(s.updated_at, coalesce(e.created_at, 0)) FROM streams s LEFT JOIN events e ON e.position = "
+        "(SELECT position FROM events WHERE stream_id = s.id ORDER BY version DESC LIMIT 1) "
+        "WHERE s.name > ?1 ORDER BY s.name LIMIT ?2";
     auto conn = shared_->readers.acquire();
     Statement& st = conn->prepare(kList);
     st.bind_text(1, after).bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
@@ -288,13 +298,16 @@ class SqliteStore final : public EventStore {
   }
 
  private:
-  // One unit of work in a group commit. It runs inside the group's transaction, under its own savepoint,
-  // so a failing request is rolled back alone.
+  // One unit of work in a group commit. Work first checks (reads only) and then writes; it calls
+  // begin_writes() in between. A request that fails in its checks has written nothing and fails alone;
+  // one that fails after writing (I/O errors, a constraint) makes the leader roll the group back and
+  // run the others again without it.
   struct Request {
     std::function<void()> work;
     std::size_t events;
     std::exception_ptr error;
     bool done = false;
+    std::condition_variable cv;
   };
 
   void migrate() {
@@ -318,17 +331,19 @@ class SqliteStore final : public EventStore {
     }
   }
 
-  // Leader/follower group commit: the first waiting thread becomes the leader, takes every queued
-  // request, runs them in one transaction and commits once; followers sleep until their request is done.
+  // Leader/follower group commit: a thread whose request is at the front of the queue while no group is
+  // running becomes the leader, takes every queued request, runs them in one transaction and commits
+  // once (one sync); the others sleep on their own condition variable until their request is done, so
+  // finishing a group wakes exactly its members and the next leader.
   void submit(std::size_t events, std::function<void()> work) {
-    Request req{std::move(work), events, nullptr, false};
+    Request req;
+    req.work = std::move(work);
+    req.events = events;
     std::unique_lock lock(mu_);
     queue_.push_back(&req);
-    while (!req.done) {
-      if (leader_active_) {
-        cv_.wait(lock);
-        continue;
-      }
+    for (;;) {
+      req.cv.wait(lock, [&] { return req.done || (!leader_active_ && queue_.front() == &req); });
+      if (req.done) break;
       leader_active_ = true;
       std::vector<Request*> group;
       std::size_t total = 0;
@@ -341,42 +356,57 @@ class SqliteStore final : public EventStore {
       run_group(group);
       lock.lock();
       leader_active_ = false;
-      for (Request* r : group) r->done = true;
-      cv_.notify_all();
+      for (Request* r : group) {
+        r->done = true;
+        if (r != &req) r->cv.notify_one();
+      }
+      if (!queue_.empty()) queue_.front()->cv.notify_one();
     }
     if (req.error) std::rethrow_exception(req.error);
   }
 
-  void run_group(const std::vector<Request*>& group) {
-    try {
-      writer_.exec("BEGIN IMMEDIATE");
-    } catch (...) {
-      for (Request* r : group) r->error = std::current_exception();
-      return;
-    }
-    next_position_ = 0;
-    bool any_ok = false;
-    for (Request* r : group) {
-      std::uint64_t saved_next = next_position_;
+  void run_group(std::vector<Request*> group) {
+    for (;;) {
       try {
-        writer_.exec("SAVEPOINT request");
-        r->work();
-        writer_.exec("RELEASE request");
-        any_ok = true;
+        writer_.prepare("BEGIN IMMEDIATE").run();
       } catch (...) {
-        r->error = std::current_exception();
-        next_position_ = saved_next;
-        sqlite3_exec(writer_.handle(), "ROLLBACK TO request; RELEASE request", nullptr, nullptr, nullptr);
+        for (Request* r : group) r->error = std::current_exception();
+        return;
       }
-    }
-    try {
-      writer_.exec(any_ok ? "COMMIT" : "ROLLBACK");
-    } catch (...) {
-      sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-      auto err = std::current_exception();
+      next_position_ = 0;
+      Request* broken = nullptr;
+      std::size_t ok = 0;
       for (Request* r : group) {
-        if (!r->error) r->error = err;
+        writing_ = false;
+        try {
+          r->work();
+          ++ok;
+        } catch (...) {
+          r->error = std::current_exception();
+          if (writing_) {
+            broken = r;
+            break;
+          }
+        }
       }
+      if (broken) {
+        // The transaction holds part of `broken`'s writes: drop everything and run the rest again.
+        sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+        std::erase(group, broken);
+        for (Request* r : group) r->error = nullptr;
+        if (group.empty()) return;
+        continue;
+      }
+      try {
+        writer_.prepare(ok ? "COMMIT" : "ROLLBACK").run();
+      } catch (...) {
+        sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+        auto err = std::current_exception();
+        for (Request* r : group) {
+          if (!r->error) r->error = err;
+        }
+      }
+      return;
     }
   }
 
@@ -420,6 +450,7 @@ class SqliteStore final : public EventStore {
     result.first_version = state.last.next();
     result.last_version = state.last;
     if (events.empty()) return result;
+    writing_ = true;
     Timestamp ts = now();
     std::int64_t stream_id = row ? row->id : create_stream(stream, ts);
     Statement& ins = writer_.prepare(
@@ -452,9 +483,6 @@ class SqliteStore final : public EventStore {
       ++position;
     }
     next_position_ = position;
-    Statement& upd = writer_.prepare("UPDATE streams SET last_version = ?1, updated_at = ?2 WHERE id = ?3");
-    upd.bind(1, static_cast<std::int64_t>(version)).bind(2, to_micros(ts)).bind(3, stream_id);
-    upd.run();
     result.last_version = StreamVersion(version);
     result.last_position = Position(position - 1);
     return result;
@@ -465,12 +493,13 @@ class SqliteStore final : public EventStore {
     detail::StreamState state = row ? row->state : detail::StreamState{};
     detail::check_expected(stream, state, expected);
     if (mode == DeleteMode::soft && !row) throw StreamNotFound(std::string(stream));
+    writing_ = true;
     Timestamp ts = now();
     std::int64_t id = row ? row->id : create_stream(stream, ts);
     Statement& st = writer_.prepare(
-        "UPDATE streams SET hidden_through = last_version, tombstoned = max(tombstoned, ?1), updated_at = ?2 "
-        "WHERE id = ?3");
+        "UPDATE streams SET hidden_through = ?4, tombstoned = max(tombstoned, ?1), updated_at = ?2 WHERE id = ?3");
     st.bind(1, mode == DeleteMode::tombstone ? 1 : 0).bind(2, to_micros(ts)).bind(3, id);
+    st.bind(4, static_cast<std::int64_t>(state.last.value()));
     st.run();
   }
 
@@ -482,6 +511,7 @@ class SqliteStore final : public EventStore {
   std::deque<Request*> queue_;
   bool leader_active_ = false;
   std::uint64_t next_position_ = 0;  // valid inside a group's transaction only
+  bool writing_ = false;             // the running request has started writing
 };
 
 }  // namespace

@@ -1,0 +1,268 @@
+// sourced_bench: the workloads users compare event stores on, with events/s and latency percentiles.
+//
+//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory] [--memory-events N]
+//
+// Without --store, a fresh SQLite file in a temporary directory (durable settings) is used and removed.
+// Events carry ~200 bytes of JSON data and ~60 of metadata and go to 10,000 streams.
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "sourced/store.hpp"
+
+using namespace sourced;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kStreams = 10000;
+
+std::string padded(std::string head, std::size_t size) {
+  // head is a JSON object missing its closing brace; pad a string field to reach `size` bytes.
+  std::string s = head + ",\"pad\":\"";
+  std::size_t fill = size > s.size() + 2 ? size - s.size() - 2 : 0;
+  return s + std::string(fill, 'x') + "\"}";
+}
+
+EventData make_event(std::mt19937_64& rng) {
+  EventData e;
+  e.type = "MoneyDeposited";
+  e.data = padded(fmt::format(R"({{"account":"account-{}","amount":{},"currency":"EUR","note":"bench")",
+                              rng() % kStreams, rng() % 100000),
+                  200);
+  e.metadata = padded(fmt::format(R"({{"user":"user-{}","source":"bench")", rng() % 1000), 60);
+  return e;
+}
+
+struct Latencies {
+  std::vector<double> micros;
+  double pct(double p) {
+    if (micros.empty()) return 0;
+    std::size_t i = std::min(micros.size() - 1, static_cast<std::size_t>(p * micros.size()));
+    std::nth_element(micros.begin(), micros.begin() + i, micros.end());
+    return micros[i];
+  }
+};
+
+std::string fmt_rate(double per_second) { return fmt::format("{:>12.0f}", per_second); }
+
+std::string fmt_us(double us) {
+  if (us >= 10000) return fmt::format("{:.1f} ms", us / 1000);
+  return fmt::format("{:.0f} µs", us);
+}
+
+long peak_rss_kib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.starts_with("VmHWM:")) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+long current_rss_kib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+void bench_append(EventStore& store, int writers, int batch, double seconds) {
+  std::atomic<bool> go{false};
+  std::vector<Latencies> lat(writers);
+  std::vector<std::uint64_t> written(writers, 0);
+  std::vector<std::thread> threads;
+  Clock::time_point deadline;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937_64 rng(w * 7919 + batch);
+      std::vector<EventData> events;
+      for (int i = 0; i < batch; ++i) events.push_back(make_event(rng));
+      while (!go.load()) std::this_thread::yield();
+      while (Clock::now() < deadline) {
+        std::string stream = fmt::format("account-{}", rng() % kStreams);
+        auto t0 = Clock::now();
+        store.append(stream, ExpectedVersion::any(), events);
+        lat[w].micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        written[w] += batch;
+      }
+    });
+  }
+  auto start = Clock::now();
+  deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  go = true;
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  Latencies all;
+  std::uint64_t total = 0;
+  for (int w = 0; w < writers; ++w) {
+    all.micros.insert(all.micros.end(), lat[w].micros.begin(), lat[w].micros.end());
+    total += written[w];
+  }
+  fmt::print("| append | {:>3} writers | batch {:>4} | {} ev/s | p50 {:>9} | p99 {:>9} | {:>9} events |\n", writers,
+             batch, fmt_rate(total / elapsed), fmt_us(all.pct(0.5)), fmt_us(all.pct(0.99)), total);
+  std::fflush(stdout);
+}
+
+void bench_read_stream(EventStore& store, int readers, double seconds) {
+  const std::string stream = "bench-read-1000";
+  if (!store.stream_info(stream)) {
+    std::mt19937_64 rng(1);
+    std::vector<EventData> events;
+    for (int i = 0; i < 1000; ++i) events.push_back(make_event(rng));
+    store.append(stream, ExpectedVersion::no_stream(), events);
+  }
+  std::atomic<bool> go{false};
+  std::vector<Latencies> lat(readers);
+  std::vector<std::uint64_t> read(readers, 0);
+  std::vector<std::thread> threads;
+  Clock::time_point deadline;
+  for (int r = 0; r < readers; ++r) {
+    threads.emplace_back([&, r] {
+      while (!go.load()) std::this_thread::yield();
+      while (Clock::now() < deadline) {
+        auto t0 = Clock::now();
+        std::uint64_t n = 0;
+        std::size_t bytes = 0;
+        for (const auto& e : store.read_stream(stream)) {
+          ++n;
+          bytes += e.data.size();
+        }
+        if (n != 1000 || bytes == 0) throw std::runtime_error("short read of the 1,000-event stream");
+        lat[r].micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        read[r] += n;
+      }
+    });
+  }
+  auto start = Clock::now();
+  deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  go = true;
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  Latencies all;
+  std::uint64_t total = 0;
+  for (int r = 0; r < readers; ++r) {
+    all.micros.insert(all.micros.end(), lat[r].micros.begin(), lat[r].micros.end());
+    total += read[r];
+  }
+  fmt::print("| read 1,000-event stream | {:>3} readers | {} ev/s | p50 {:>9} | p99 {:>9} per stream read |\n",
+             readers, fmt_rate(total / elapsed), fmt_us(all.pct(0.5)), fmt_us(all.pct(0.99)));
+  std::fflush(stdout);
+}
+
+// `readers` threads read $all together: each reads its own contiguous slice, so together they read every
+// event once.
+void bench_read_all(EventStore& store, int readers) {
+  std::uint64_t head = store.head_position().value();
+  std::uint64_t slice = (head + readers - 1) / readers;
+  std::vector<std::uint64_t> read(readers, 0);
+  std::vector<std::thread> threads;
+  auto start = Clock::now();
+  for (int r = 0; r < readers; ++r) {
+    threads.emplace_back([&, r] {
+      std::uint64_t from = 1 + r * slice;
+      std::uint64_t n = 0;
+      std::size_t bytes = 0;
+      for (const auto& e : store.read_all({.from = Position(from), .max_count = slice})) {
+        ++n;
+        bytes += e.data.size() + e.stream.size();
+      }
+      read[r] = bytes ? n : 0;
+    });
+  }
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  std::uint64_t total = 0;
+  for (auto n : read) total += n;
+  if (total != head) throw std::runtime_error(fmt::format("read {} of {} events of $all", total, head));
+  fmt::print("| read $all ({} events) | {:>3} readers | {} ev/s | {:.2f} s |\n", head, readers,
+             fmt_rate(total / elapsed), elapsed);
+  std::fflush(stdout);
+}
+
+void bench_memory(EventStore& store, std::uint64_t events) {
+  std::uint64_t head = store.head_position().value();
+  if (head < events) {
+    fmt::print("filling the store to {} events...\n", events);
+    std::mt19937_64 rng(99);
+    std::vector<EventData> batch;
+    for (int i = 0; i < 1000; ++i) batch.push_back(make_event(rng));
+    while (head < events) {
+      auto r = store.append(fmt::format("account-{}", rng() % kStreams), ExpectedVersion::any(), batch);
+      head = r.last_position.value();
+    }
+  }
+  reset_peak_rss();
+  long before = current_rss_kib();
+  auto start = Clock::now();
+  std::uint64_t n = 0;
+  for (const auto& e : store.read_all({.max_count = events})) n += !e.data.empty();
+  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  fmt::print("| read {} events of $all | {} ev/s | peak RSS {:.1f} MiB (RSS before {:.1f} MiB) |\n", n,
+             fmt_rate(n / elapsed), peak_rss_kib() / 1024.0, before / 1024.0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sourced_bench: event store workloads"};
+  std::string location;
+  double seconds = 2;
+  std::string only;
+  std::uint64_t memory_events = 0;
+  std::vector<int> writer_counts = {1, 10, 100}, batch_sizes = {1, 10, 100, 1000};
+  app.add_option("--store", location, "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
+  app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
+  app.add_option("--only", only, "Run only this group: append, read or memory");
+  app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
+  app.add_option("--writers", writer_counts, "Writer counts for the append workloads")->capture_default_str();
+  app.add_option("--batch", batch_sizes, "Batch sizes for the append workloads")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  std::filesystem::path tmp;
+  if (location.empty()) {
+    tmp = std::filesystem::temp_directory_path() / fmt::format("sourced-bench-{}", ::getpid());
+    std::filesystem::create_directories(tmp);
+    location = (tmp / "bench.db").string();
+  }
+  int rc = 0;
+  try {
+    auto store = open_store(location);
+    unsigned cores = std::thread::hardware_concurrency();
+    fmt::print("sourced_bench: engine {}, {} cores, {:.1f} s per timed workload\n\n", store->stats().engine, cores,
+               seconds);
+    if (only.empty() || only == "append") {
+      for (int writers : writer_counts) {
+        for (int batch : batch_sizes) bench_append(*store, writers, batch, seconds);
+      }
+    }
+    if (only.empty() || only == "read") {
+      for (int readers : {1, 10, 100}) bench_read_stream(*store, readers, seconds);
+      for (int readers : {1, 10, 100}) bench_read_all(*store, readers);
+    }
+    if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
+    struct rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    fmt::print("\npeak RSS of the whole run: {:.1f} MiB\n", ru.ru_maxrss / 1024.0);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "sourced_bench: {}\n", e.what());
+    rc = 1;
+  }
+  if (!tmp.empty()) std::filesystem::remove_all(tmp);
+  return rc;
+}
