@@ -6,6 +6,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -201,8 +202,30 @@ class SqliteStore final : public EventStore {
     writer_.exec("PRAGMA journal_mode=WAL");
     writer_.exec(options.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     writer_.exec("PRAGMA foreign_keys=OFF");
+    writer_.exec("PRAGMA cache_size=-65536");
     migrate();
     shared_ = std::make_shared<Shared>(path, options);
+    // Checkpoints copy the WAL into the database file and sync it: done by the committing thread (SQLite's
+    // default) they stall every group commit behind them, so a background thread runs them instead.
+    sqlite3_wal_autocheckpoint(writer_.handle(), 0);
+    sqlite3_wal_hook(writer_.handle(), &SqliteStore::on_commit, this);
+    checkpointer_ = std::thread([this] { run_checkpointer(); });
+    writer_thread_ = std::thread([this] { run_writer(); });
+  }
+
+  ~SqliteStore() override {
+    {
+      std::lock_guard lock(mu_);
+      stopping_writer_ = true;
+    }
+    writer_cv_.notify_one();
+    writer_thread_.join();
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      stopping_ = true;
+    }
+    checkpoint_cv_.notify_one();
+    checkpointer_.join();
   }
 
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
@@ -300,7 +323,7 @@ class SqliteStore final : public EventStore {
  private:
   // One unit of work in a group commit. Work first checks (reads only) and then writes; it calls
   // begin_writes() in between. A request that fails in its checks has written nothing and fails alone;
-  // one that fails after writing (I/O errors, a constraint) makes the leader roll the group back and
+  // one that fails after writing (I/O errors, a constraint) makes the writer roll the group back and
   // run the others again without it.
   struct Request {
     std::function<void()> work;
@@ -331,20 +354,26 @@ class SqliteStore final : public EventStore {
     }
   }
 
-  // Leader/follower group commit: a thread whose request is at the front of the queue while no group is
-  // running becomes the leader, takes every queued request, runs them in one transaction and commits
-  // once (one sync); the others sleep on their own condition variable until their request is done, so
-  // finishing a group wakes exactly its members and the next leader.
+  // Group commit: one writer thread owns the write connection. It takes every queued request, runs
+  // them in one transaction and commits once (one sync), then wakes exactly the requests it finished.
+  // While it commits, new requests queue up and form the next group, so the commit rate, not the
+  // request rate, is what the sync limits.
   void submit(std::size_t events, std::function<void()> work) {
     Request req;
     req.work = std::move(work);
     req.events = events;
     std::unique_lock lock(mu_);
     queue_.push_back(&req);
+    if (queue_.size() == 1) writer_cv_.notify_one();
+    req.cv.wait(lock, [&] { return req.done; });
+    if (req.error) std::rethrow_exception(req.error);
+  }
+
+  void run_writer() {
+    std::unique_lock lock(mu_);
     for (;;) {
-      req.cv.wait(lock, [&] { return req.done || (!leader_active_ && queue_.front() == &req); });
-      if (req.done) break;
-      leader_active_ = true;
+      writer_cv_.wait(lock, [&] { return !queue_.empty() || stopping_writer_; });
+      if (queue_.empty()) return;
       std::vector<Request*> group;
       std::size_t total = 0;
       while (!queue_.empty() && (group.empty() || total + queue_.front()->events <= options_.max_group_events)) {
@@ -355,14 +384,11 @@ class SqliteStore final : public EventStore {
       lock.unlock();
       run_group(group);
       lock.lock();
-      leader_active_ = false;
       for (Request* r : group) {
         r->done = true;
-        if (r != &req) r->cv.notify_one();
+        r->cv.notify_one();
       }
-      if (!queue_.empty()) queue_.front()->cv.notify_one();
     }
-    if (req.error) std::rethrow_exception(req.error);
   }
 
   void run_group(std::vector<Request*> group) {
@@ -503,15 +529,60 @@ class SqliteStore final : public EventStore {
     st.run();
   }
 
+  // Called by SQLite after each commit with the WAL's size in pages.
+  static int on_commit(void* self, sqlite3* db, const char*, int wal_pages) {
+    auto* store = static_cast<SqliteStore*>(self);
+    if (wal_pages >= kHugeWalPages) {
+      // The background checkpoints are not keeping up (long readers?): make writers pay, so the WAL
+      // cannot grow without bound.
+      sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    } else if (wal_pages >= kCheckpointPages) {
+      {
+        std::lock_guard lock(store->checkpoint_mu_);
+        store->checkpoint_wanted_ = true;
+      }
+      store->checkpoint_cv_.notify_one();
+    }
+    return SQLITE_OK;
+  }
+
+  void run_checkpointer() {
+    std::unique_ptr<Connection> conn;
+    std::unique_lock lock(checkpoint_mu_);
+    for (;;) {
+      checkpoint_cv_.wait(lock, [&] { return checkpoint_wanted_ || stopping_; });
+      if (stopping_) return;
+      checkpoint_wanted_ = false;
+      lock.unlock();
+      try {
+        if (!conn) conn = std::make_unique<Connection>(writer_.path(), false, options_.busy_timeout_ms);
+        // PASSIVE never blocks writers or readers; what it cannot copy now is copied next time.
+        sqlite3_wal_checkpoint_v2(conn->handle(), "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      } catch (const Error&) {
+        // A failed checkpoint loses nothing (the WAL keeps the data); the next commit asks again.
+      }
+      lock.lock();
+    }
+  }
+
+  static constexpr int kCheckpointPages = 2000;
+  static constexpr int kHugeWalPages = 256000;
+
   SqliteOptions options_;
   Connection writer_;
   std::shared_ptr<Shared> shared_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable writer_cv_;
   std::deque<Request*> queue_;
-  bool leader_active_ = false;
+  bool stopping_writer_ = false;
+  std::thread writer_thread_;
   std::uint64_t next_position_ = 0;  // valid inside a group's transaction only
   bool writing_ = false;             // the running request has started writing
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool checkpoint_wanted_ = false;
+  bool stopping_ = false;
+  std::thread checkpointer_;
 };
 
 }  // namespace
