@@ -11,6 +11,7 @@
 //                          {{.type = "Opened", .data = R"({"owner":"Ada"})"}});
 //   for (const auto& e : store->read_stream("account-42")) { ... }
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -113,6 +114,10 @@ class EventStore {
 
   // The position of the last event in `$all` (0 when empty).
   virtual Position head_position() = 0;
+  // Blocks until `$all` holds an event after `after`, or `timeout` passes; returns the head position then
+  // (still <= `after` on timeout). What live subscriptions wait on: engines wake waiters as soon as their
+  // own appends commit and poll for other processes' appends, so a missed wake-up only delays.
+  virtual Position wait_for_events_after(Position after, std::chrono::milliseconds timeout);
   virtual StoreStats stats() = 0;
 };
 

@@ -1,5 +1,7 @@
 #include "sourced/store.hpp"
 
+#include <thread>
+
 #include <fmt/format.h>
 
 #include "sourced/memory_store.hpp"
@@ -9,6 +11,18 @@
 #endif
 
 namespace sourced {
+
+Position EventStore::wait_for_events_after(Position after, std::chrono::milliseconds timeout) {
+  // Engines without a notification of their own poll, backing off to 50 ms.
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::milliseconds(1);
+  for (;;) {
+    Position head = head_position();
+    if (head > after || std::chrono::steady_clock::now() >= deadline) return head;
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - std::chrono::steady_clock::now()));
+    pause = std::min(pause * 2, std::chrono::milliseconds(50));
+  }
+}
 
 std::unique_ptr<EventStore> open_store(std::string_view location) {
   if (location == "memory:") return open_memory_store();

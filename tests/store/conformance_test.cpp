@@ -486,6 +486,20 @@ TEST_P(Conformance, AcknowledgedAppendsSurviveReopening) {
   EXPECT_EQ(store().append("s", ExpectedVersion::exact(4), {event("Next")}).first_position, Position(5));
 }
 
+TEST_P(Conformance, WaitingForNewEventsWakesOnAnAppendAndTimesOut) {
+  append_n("s", 2);
+  EXPECT_EQ(store().wait_for_events_after(Position(1), std::chrono::seconds(5)), Position(2)) << "already there";
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(store().wait_for_events_after(Position(2), std::chrono::milliseconds(100)), Position(2));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    append_n("s", 1);
+  });
+  EXPECT_EQ(store().wait_for_events_after(Position(2), std::chrono::seconds(30)), Position(3));
+  writer.join();
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, Conformance, ::testing::ValuesIn(all_engines()),
                          [](const auto& info) { return info.param.name; });
 

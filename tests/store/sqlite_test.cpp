@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <fstream>
+#include <thread>
 
 #include "store/engines.hpp"
 
@@ -64,6 +65,19 @@ TEST(SqliteStore, TwoStoreObjectsOnOneFileSeeEachOthersAppends) {
   b->append("s", ExpectedVersion::exact(1), {event("B")});
   EXPECT_EQ(a->read_stream("s").to_vector().size(), 2u);
   EXPECT_EQ(a->head_position(), Position(2));
+}
+
+TEST(SqliteStore, AWaiterSeesAppendsOfAnotherStoreObjectOnTheSameFile) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto writer = open_sqlite_store(path);
+  auto waiter = open_sqlite_store(path);
+  std::thread t([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    writer->append("s", ExpectedVersion::any(), {event("A")});
+  });
+  EXPECT_EQ(waiter->wait_for_events_after(Position(0), std::chrono::seconds(30)), Position(1));
+  t.join();
 }
 
 TEST(SqliteStore, OpenStoreUnderstandsPathsAndMemory) {

@@ -1,5 +1,6 @@
 #include "sourced/memory_store.hpp"
 
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -20,6 +21,7 @@ struct Stream {
 
 struct State {
   std::shared_mutex mu;
+  std::condition_variable_any appended;  // notified after every append that wrote events
   std::map<std::string, Stream, std::less<>> streams;
   std::deque<RecordedEvent> log;  // log[p - 1] is the event at position p
   std::unordered_map<Uuid, std::uint64_t> ids;  // event id -> position
@@ -127,6 +129,8 @@ class MemoryStore final : public EventStore {
     s.updated_at = ts;
     result.last_version = s.state.last;
     result.last_position = Position(state_->log.size());
+    lock.unlock();
+    state_->appended.notify_all();
     return result;
   }
 
@@ -188,6 +192,12 @@ class MemoryStore final : public EventStore {
 
   Position head_position() override {
     std::shared_lock lock(state_->mu);
+    return Position(state_->log.size());
+  }
+
+  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout) override {
+    std::shared_lock lock(state_->mu);
+    state_->appended.wait_for(lock, timeout, [&] { return state_->log.size() > after.value(); });
     return Position(state_->log.size());
   }
 
