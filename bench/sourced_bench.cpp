@@ -82,40 +82,57 @@ long current_rss_kib() {
 
 void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
-void bench_append(EventStore& store, int writers, int batch, double seconds) {
+struct TimedRun {
+  double seconds;        // wall time of the whole run
+  std::uint64_t events;  // events all threads handled
+  Latencies latency;     // one sample per call
+};
+
+// Runs `threads` threads that repeat `call` (which returns the events it handled) until `seconds` pass,
+// timing every call.
+template <class Call>
+TimedRun run_timed(int threads, double seconds, Call call) {
   std::atomic<bool> go{false};
-  std::vector<Latencies> lat(writers);
-  std::vector<std::uint64_t> written(writers, 0);
-  std::vector<std::thread> threads;
+  std::vector<Latencies> lat(threads);
+  std::vector<std::uint64_t> handled(threads, 0);
+  std::vector<std::thread> pool;
   Clock::time_point deadline;
-  for (int w = 0; w < writers; ++w) {
-    threads.emplace_back([&, w] {
-      std::mt19937_64 rng(w * 7919 + batch);
-      std::vector<EventData> events;
-      for (int i = 0; i < batch; ++i) events.push_back(make_event(rng));
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      std::mt19937_64 rng(t * 7919 + 17);
       while (!go.load()) std::this_thread::yield();
       while (Clock::now() < deadline) {
-        std::string stream = fmt::format("account-{}", rng() % kStreams);
         auto t0 = Clock::now();
-        store.append(stream, ExpectedVersion::any(), events);
-        lat[w].micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-        written[w] += batch;
+        handled[t] += call(t, rng);
+        lat[t].micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
       }
     });
   }
   auto start = Clock::now();
   deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   go = true;
-  for (auto& t : threads) t.join();
-  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  Latencies all;
-  std::uint64_t total = 0;
-  for (int w = 0; w < writers; ++w) {
-    all.micros.insert(all.micros.end(), lat[w].micros.begin(), lat[w].micros.end());
-    total += written[w];
+  for (auto& th : pool) th.join();
+  TimedRun run{std::chrono::duration<double>(Clock::now() - start).count(), 0, {}};
+  for (int t = 0; t < threads; ++t) {
+    run.latency.micros.insert(run.latency.micros.end(), lat[t].micros.begin(), lat[t].micros.end());
+    run.events += handled[t];
   }
+  return run;
+}
+
+void bench_append(EventStore& store, int writers, int batch, double seconds) {
+  std::vector<std::vector<EventData>> payloads(writers);
+  for (int w = 0; w < writers; ++w) {
+    std::mt19937_64 rng(w * 31 + batch);
+    for (int i = 0; i < batch; ++i) payloads[w].push_back(make_event(rng));
+  }
+  auto run = run_timed(writers, seconds, [&](int w, std::mt19937_64& rng) {
+    store.append(fmt::format("account-{}", rng() % kStreams), ExpectedVersion::any(), payloads[w]);
+    return static_cast<std::uint64_t>(batch);
+  });
   fmt::print("| append | {:>3} writers | batch {:>4} | {} ev/s | p50 {:>9} | p99 {:>9} | {:>9} events |\n", writers,
-             batch, fmt_rate(total / elapsed), fmt_us(all.pct(0.5)), fmt_us(all.pct(0.99)), total);
+             batch, fmt_rate(run.events / run.seconds), fmt_us(run.latency.pct(0.5)), fmt_us(run.latency.pct(0.99)),
+             run.events);
   std::fflush(stdout);
 }
 
@@ -127,41 +144,18 @@ void bench_read_stream(EventStore& store, int readers, double seconds) {
     for (int i = 0; i < 1000; ++i) events.push_back(make_event(rng));
     store.append(stream, ExpectedVersion::no_stream(), events);
   }
-  std::atomic<bool> go{false};
-  std::vector<Latencies> lat(readers);
-  std::vector<std::uint64_t> read(readers, 0);
-  std::vector<std::thread> threads;
-  Clock::time_point deadline;
-  for (int r = 0; r < readers; ++r) {
-    threads.emplace_back([&, r] {
-      while (!go.load()) std::this_thread::yield();
-      while (Clock::now() < deadline) {
-        auto t0 = Clock::now();
-        std::uint64_t n = 0;
-        std::size_t bytes = 0;
-        for (const auto& e : store.read_stream(stream)) {
-          ++n;
-          bytes += e.data.size();
-        }
-        if (n != 1000 || bytes == 0) throw std::runtime_error("short read of the 1,000-event stream");
-        lat[r].micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-        read[r] += n;
-      }
-    });
-  }
-  auto start = Clock::now();
-  deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-  go = true;
-  for (auto& t : threads) t.join();
-  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  Latencies all;
-  std::uint64_t total = 0;
-  for (int r = 0; r < readers; ++r) {
-    all.micros.insert(all.micros.end(), lat[r].micros.begin(), lat[r].micros.end());
-    total += read[r];
-  }
+  auto run = run_timed(readers, seconds, [&](int, std::mt19937_64&) {
+    std::uint64_t n = 0;
+    std::size_t bytes = 0;
+    for (const auto& e : store.read_stream(stream)) {
+      ++n;
+      bytes += e.data.size();
+    }
+    if (n != 1000 || bytes == 0) throw std::runtime_error("short read of the 1,000-event stream");
+    return n;
+  });
   fmt::print("| read 1,000-event stream | {:>3} readers | {} ev/s | p50 {:>9} | p99 {:>9} per stream read |\n",
-             readers, fmt_rate(total / elapsed), fmt_us(all.pct(0.5)), fmt_us(all.pct(0.99)));
+             readers, fmt_rate(run.events / run.seconds), fmt_us(run.latency.pct(0.5)), fmt_us(run.latency.pct(0.99)));
   std::fflush(stdout);
 }
 

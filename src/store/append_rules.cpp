@@ -102,6 +102,27 @@ std::optional<AppendResult> check_replay(std::string_view stream, const StreamSt
   return r;
 }
 
+namespace {
+std::uint64_t start_key(std::optional<std::uint64_t> from, Direction direction) {
+  return from ? *from : direction == Direction::forward ? 1 : kUnlimited;
+}
+}  // namespace
+
+EventReader make_stream_reader(std::string_view stream, const StreamState& state, const ReadStreamOptions& options,
+                               std::shared_ptr<PageSource> pages, std::size_t page_size) {
+  if (state.tombstoned) throw StreamDeleted(std::string(stream));
+  auto found = state.has_visible_events() ? EventReader::State::ok : EventReader::State::stream_not_found;
+  auto from = start_key(options.from ? std::optional(options.from->value()) : std::nullopt, options.direction);
+  return EventReader(std::move(pages), std::string(stream), found, options.direction, from, options.max_count, false,
+                     page_size);
+}
+
+EventReader make_all_reader(const ReadAllOptions& options, std::shared_ptr<PageSource> pages, std::size_t page_size) {
+  auto from = start_key(options.from ? std::optional(options.from->value()) : std::nullopt, options.direction);
+  return EventReader(std::move(pages), std::string(kAllStream), EventReader::State::ok, options.direction, from,
+                     options.max_count, true, page_size);
+}
+
 StreamInfo make_info(std::string stream, const StreamState& state, Timestamp created, Timestamp updated) {
   StreamInfo info;
   info.stream = std::move(stream);

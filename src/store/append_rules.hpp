@@ -56,6 +56,13 @@ std::optional<AppendResult> check_replay(std::string_view stream, const StreamSt
                                          std::span<const PreparedEvent> events,
                                          const std::function<std::optional<StoredLocation>(const Uuid&)>& lookup);
 
+// A reader over one stream, given its state as the engine just read it: throws StreamDeleted for a
+// tombstone, says stream_not_found when nothing is visible, and starts where `options` says.
+EventReader make_stream_reader(std::string_view stream, const StreamState& state, const ReadStreamOptions& options,
+                               std::shared_ptr<PageSource> pages, std::size_t page_size);
+// A reader over `$all`.
+EventReader make_all_reader(const ReadAllOptions& options, std::shared_ptr<PageSource> pages, std::size_t page_size);
+
 // The stream's information from its state and bookkeeping.
 StreamInfo make_info(std::string stream, const StreamState& state, Timestamp created, Timestamp updated);
 

@@ -139,19 +139,12 @@ class MemoryStore final : public EventStore {
     std::shared_lock lock(state_->mu);
     auto it = state_->streams.find(stream);
     detail::StreamState current = it == state_->streams.end() ? detail::StreamState{} : it->second.state;
-    if (current.tombstoned) throw StreamDeleted(std::string(stream));
-    auto st = current.has_visible_events() ? EventReader::State::ok : EventReader::State::stream_not_found;
-    std::uint64_t from = options.from ? options.from->value()
-                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
-    return EventReader(std::make_shared<StreamPages>(state_, std::string(stream), current.hidden_through.value()),
-                       std::string(stream), st, options.direction, from, options.max_count, false, kPageSize);
+    auto pages = std::make_shared<StreamPages>(state_, std::string(stream), current.hidden_through.value());
+    return detail::make_stream_reader(stream, current, options, std::move(pages), kPageSize);
   }
 
   EventReader read_all(ReadAllOptions options) override {
-    std::uint64_t from = options.from ? options.from->value()
-                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
-    return EventReader(std::make_shared<AllPages>(state_), std::string(kAllStream), EventReader::State::ok,
-                       options.direction, from, options.max_count, true, kPageSize);
+    return detail::make_all_reader(options, std::make_shared<AllPages>(state_), kPageSize);
   }
 
   std::optional<StreamInfo> stream_info(std::string_view stream) override {

@@ -243,21 +243,13 @@ class SqliteStore final : public EventStore {
       row = load_stream(*conn, stream);
     }
     detail::StreamState state = row ? row->state : detail::StreamState{};
-    if (state.tombstoned) throw StreamDeleted(std::string(stream));
-    auto st = state.has_visible_events() ? EventReader::State::ok : EventReader::State::stream_not_found;
-    std::uint64_t from = options.from ? options.from->value()
-                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
-    auto source = std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0,
-                                                state.hidden_through.value());
-    return EventReader(std::move(source), std::string(stream), st, options.direction, from, options.max_count, false,
-                       kPageSize);
+    auto pages = std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0,
+                                               state.hidden_through.value());
+    return detail::make_stream_reader(stream, state, options, std::move(pages), kPageSize);
   }
 
   EventReader read_all(ReadAllOptions options) override {
-    std::uint64_t from = options.from ? options.from->value()
-                                      : (options.direction == Direction::forward ? 1 : kUnlimited);
-    return EventReader(std::make_shared<AllPages>(shared_), std::string(kAllStream), EventReader::State::ok,
-                       options.direction, from, options.max_count, true, kPageSize);
+    return detail::make_all_reader(options, std::make_shared<AllPages>(shared_), kPageSize);
   }
 
   std::optional<StreamInfo> stream_info(std::string_view stream) override {
