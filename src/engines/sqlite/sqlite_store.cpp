@@ -547,9 +547,10 @@ class SqliteStore final : public EventStore {
   // Called by SQLite after each commit with the WAL's size in pages.
   static int on_commit(void* self, sqlite3* db, const char*, int wal_pages) {
     auto* store = static_cast<SqliteStore*>(self);
-    if (wal_pages >= kHugeWalPages) {
-      // The background checkpoints are not keeping up (long readers?): make writers pay, so the WAL
-      // cannot grow without bound.
+    if (wal_pages >= kFinishWalPages) {
+      // While the writer keeps appending, the background checkpoint never sees the end of the WAL, so the
+      // WAL never restarts from its beginning. Between two groups the writer copies what is left (little:
+      // the background thread copied the rest) so the next transaction starts a fresh WAL.
       sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
     } else if (wal_pages >= kCheckpointPages) {
       {
@@ -580,8 +581,8 @@ class SqliteStore final : public EventStore {
     }
   }
 
-  static constexpr int kCheckpointPages = 2000;
-  static constexpr int kHugeWalPages = 256000;
+  static constexpr int kCheckpointPages = 1000;
+  static constexpr int kFinishWalPages = 4000;
 
   SqliteOptions options_;
   Connection writer_;
