@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
@@ -171,6 +172,29 @@ TEST_F(Cli, ReadingAStoreThatDoesNotExistDoesNotCreateIt) {
   EXPECT_EQ(run({"read", "s"}).code, 4);
   EXPECT_EQ(run({"read", "$all"}).code, 0);
   EXPECT_FALSE(std::filesystem::exists(store_));
+}
+
+TEST_F(Cli, FollowPrintsNewEventsAsTheyAreAppended) {
+  ASSERT_EQ(run({"append", "f", "--type", "Before"}).code, 0);
+  auto out = dir_.path() / "follow.out";
+  // --count ends the follower once it has printed three events.
+  std::string cmd = "timeout 30 " + quote(SOURCED_CLI) + " --store " + quote(store_) + " read f --follow --count 3 >" +
+                    quote(out.string()) + " 2>&1 &";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(run({"append", "other", "--type", "Elsewhere"}).code, 0);
+  ASSERT_EQ(run({"append", "f", "--type", "After1"}).code, 0);
+  ASSERT_EQ(run({"append", "f", "--type", "After2"}).code, 0);
+  std::vector<std::string> types;
+  for (int i = 0; i < 100 && types.size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    types.clear();
+    std::ifstream f(out);
+    std::string line;
+    while (std::getline(f, line)) types.push_back(json::parse(line)["type"]);
+  }
+  EXPECT_EQ(types, (std::vector<std::string>{"Before", "After1", "After2"}));
+  EXPECT_EQ(run({"read", "f", "--follow", "--backward"}).code, 2);
 }
 
 TEST_F(Cli, TakesTheStoreFromTheEnvironment) {

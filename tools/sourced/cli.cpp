@@ -161,6 +161,8 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   auto* from_opt = read->add_option("--from", from, "First version (or position for $all) to read, inclusive");
   read->add_option("--count", count, "Most events to read");
   read->add_flag("--backward", backward, "Read from the end towards the start");
+  bool follow = false;
+  read->add_flag("--follow", follow, "After the last event, wait for new ones and print them as they come (Ctrl-C stops)");
 
   auto* streams = app.add_subcommand("streams", "List streams as JSON lines");
   auto* info = app.add_subcommand("info", "Show one stream's version, event count and state");
@@ -186,7 +188,7 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   }
 
   try {
-    bool writes = append->parsed() || del->parsed();
+    bool writes = append->parsed() || del->parsed() || follow;
     std::unique_ptr<EventStore> store;
     if (!writes && is_sqlite_path(store_location) && !store_location.starts_with("sqlite:") &&
         !std::filesystem::exists(store_location)) {
@@ -235,18 +237,41 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
                  .dump()
           << "\n";
     } else if (read->parsed()) {
+      if (follow && backward) throw UsageError("--follow reads forward, so it cannot be combined with --backward");
       Direction dir = backward ? Direction::backward : Direction::forward;
       bool has_from = from_opt->count() > 0;
-      auto reader = stream == kAllStream
-                        ? store->read_all({.direction = dir,
-                                           .from = has_from ? std::optional(Position(from)) : std::nullopt,
-                                           .max_count = count})
-                        : store->read_stream(stream, {.direction = dir,
-                                                      .from = has_from ? std::optional(StreamVersion(from))
-                                                                       : std::nullopt,
-                                                      .max_count = count});
-      if (reader.state() == EventReader::State::stream_not_found) throw StreamNotFound(stream);
-      while (const RecordedEvent* e = reader.next()) out << event_json(*e).dump() << "\n";
+      bool all = stream == kAllStream;
+      // The next key (position for $all, version for a stream) to read, and how many events are left.
+      std::uint64_t next = has_from ? from : 0;
+      std::uint64_t left = count;
+      auto print_from = [&](bool must_exist) {
+        auto reader = all ? store->read_all({.direction = dir,
+                                             .from = has_from || follow ? std::optional(Position(next)) : std::nullopt,
+                                             .max_count = left})
+                          : store->read_stream(stream, {.direction = dir,
+                                                        .from = has_from || follow ? std::optional(StreamVersion(next))
+                                                                                   : std::nullopt,
+                                                        .max_count = left});
+        if (reader.state() == EventReader::State::stream_not_found) {
+          if (must_exist) throw StreamNotFound(stream);
+          return;
+        }
+        while (const RecordedEvent* e = reader.next()) {
+          out << event_json(*e).dump() << "\n";
+          next = (all ? e->position.value() : e->version.value()) + 1;
+          --left;
+        }
+        out.flush();
+      };
+      print_from(!follow);
+      // Following: wake on any new event in $all, then read what is new for this stream.
+      Position seen = store->head_position();
+      while (follow && left > 0) {
+        Position head = store->wait_for_events_after(seen, std::chrono::seconds(1));
+        if (head <= seen) continue;
+        seen = head;
+        print_from(false);
+      }
     } else if (streams->parsed()) {
       std::string after;
       for (;;) {
