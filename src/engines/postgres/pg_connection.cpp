@@ -20,6 +20,19 @@ void ignore_notice(void*, const char*) {
   // Notices ("schema already exists, skipping") are not errors; printing them would litter stderr.
 }
 
+// libpq's connect errors repeat the address ("connection to server at "h", port 1 failed: FATAL:  ..."),
+// which the caller's sentence already names: keep the reason.
+std::string connect_reason(std::string_view text) {
+  std::string line = first_line(text);
+  if (auto at = line.find(" failed: "); at != std::string::npos && line.starts_with("connection to server")) {
+    line.erase(0, at + 9);
+  }
+  for (std::string_view prefix : {"FATAL:  ", "ERROR:  "}) {
+    if (line.starts_with(prefix)) line.erase(0, prefix.size());
+  }
+  return line;
+}
+
 // SQLSTATEs that mean the session is gone: connection exceptions (08xxx) and operator intervention.
 bool is_connection_state(std::string_view state) {
   return state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03";
@@ -193,7 +206,7 @@ Connection::Connection(const Target& target) : display_(target.display) {
   conn_ = PQconnectdbParams(keywords, values, 1);
   if (!conn_) throw ConnectionError(fmt::format("cannot connect to PostgreSQL at {}: out of memory", display_));
   if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string why = first_line(PQerrorMessage(conn_));
+    std::string why = connect_reason(PQerrorMessage(conn_));
     PQfinish(conn_);
     conn_ = nullptr;
     throw ConnectionError(fmt::format("cannot connect to PostgreSQL at {}: {}", display_, why));
