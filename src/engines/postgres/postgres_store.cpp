@@ -3,7 +3,9 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <algorithm>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <unordered_set>
 
@@ -39,6 +41,7 @@ enum Stmt : int {
   kLockHead,
   kCreateStream,
   kDeleteStream,
+  kStreamNames,
   kStatementCount
 };
 
@@ -52,10 +55,13 @@ struct Statements {
     auto s = [&](const std::string& sql) { return detail::pg::with_schema(sql, schema); };
     std::string cols = kEventColumns;
     sql[kAppendGroup] = s("SELECT * FROM {schema}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
-    sql[kReadAllForward] = s("SELECT " + cols + ", s.name FROM {schema}.events e JOIN {schema}.streams s ON s.id = "
-                             "e.stream_id WHERE e.position >= $1 ORDER BY e.position LIMIT $2");
-    sql[kReadAllBackward] = s("SELECT " + cols + ", s.name FROM {schema}.events e JOIN {schema}.streams s ON s.id = "
-                              "e.stream_id WHERE e.position <= $1 ORDER BY e.position DESC LIMIT $2");
+    // $all pages return stream ids, not names: joining streams per row cost more than the rest of the
+    // query, and the client caches the names (an id's name never changes).
+    sql[kReadAllForward] = s("SELECT " + cols + ", e.stream_id FROM {schema}.events e WHERE e.position >= $1 "
+                             "ORDER BY e.position LIMIT $2");
+    sql[kReadAllBackward] = s("SELECT " + cols + ", e.stream_id FROM {schema}.events e WHERE e.position <= $1 "
+                              "ORDER BY e.position DESC LIMIT $2");
+    sql[kStreamNames] = s("SELECT id, name FROM {schema}.streams WHERE id = ANY($1)");
     sql[kReadStreamForward] = s("SELECT " + cols + " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version >= $2 "
                                 "ORDER BY e.version LIMIT $3");
     sql[kReadStreamBackward] = s("SELECT " + cols + " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version <= $2 "
@@ -144,6 +150,44 @@ struct Shared {
     Result r = run(kLoadStream, p, Format::binary, "reading a stream's state");
     return row_of(r);
   }
+  // Fills in the stream names of a $all page from the cache, asking the server for the ones it lacks.
+  void name_streams(std::vector<RecordedEvent>& events, const std::vector<std::int64_t>& ids) {
+    std::vector<std::int64_t> missing;
+    {
+      std::lock_guard lock(names_mu);
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        auto it = names.find(ids[i]);
+        if (it != names.end()) {
+          events[i].stream = it->second;
+        } else {
+          missing.push_back(ids[i]);
+        }
+      }
+    }
+    if (missing.empty()) return;
+    std::sort(missing.begin(), missing.end());
+    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+    detail::pg::ArrayParam array(detail::pg::kInt8Oid);
+    for (auto id : missing) array.add_int8(id);
+    Params p;
+    p.binary(array.finish(), detail::pg::kInt8ArrayOid);
+    Result r = run(kStreamNames, p, Format::binary, "reading stream names");
+    std::lock_guard lock(names_mu);
+    // A bound on memory for stores with very many streams: start over rather than grow without end.
+    if (names.size() + static_cast<std::size_t>(r.rows()) > kMaxCachedNames) names.clear();
+    for (int i = 0; i < r.rows(); ++i) names[detail::pg::read_int8(r.raw(i, 0))] = std::string(r.get(i, 1));
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      if (!events[i].stream.empty()) continue;
+      auto it = names.find(ids[i]);
+      if (it == names.end()) throw StorageError("a $all page names a stream id that the streams table lacks");
+      events[i].stream = it->second;
+    }
+  }
+
+  static constexpr std::size_t kMaxCachedNames = 200000;
+  std::mutex names_mu;
+  std::unordered_map<std::int64_t, std::string> names;
+
   static std::optional<StreamRow> row_of(const Result& r) {
     using namespace detail::pg;
     if (r.rows() == 0) return std::nullopt;
@@ -167,14 +211,18 @@ class AllPages final : public detail::PageSource {
                             "reading $all");
     int n = r.rows();
     out.resize(static_cast<std::size_t>(n));
+    ids_.resize(static_cast<std::size_t>(n));
     for (int i = 0; i < n; ++i) {
       read_event(r, i, out[i]);
-      out[i].stream.assign(r.get(i, 9));
+      out[i].stream.clear();
+      ids_[i] = detail::pg::read_int8(r.raw(i, 9));
     }
+    shared_->name_streams(out, ids_);
   }
 
  private:
   std::shared_ptr<Shared> shared_;
+  std::vector<std::int64_t> ids_;
 };
 
 class StreamPages final : public detail::PageSource {
