@@ -479,11 +479,17 @@ class PostgresStore final : public EventStore {
         .binary(causation.finish(), kUuidArrayOid);
 
     std::optional<Result> result;
+    std::optional<Pool::Lease> c;
     try {
-      auto c = shared_->pool.acquire();
+      c.emplace(shared_->pool.acquire());  // a failure here sent nothing: its error needs no caveat
+    } catch (...) {
+      for (Request* r : group) r->error = std::current_exception();
+      return;
+    }
+    try {
       std::string what = group.size() == 1 ? fmt::format("appending to stream '{}'", group[0]->stream)
                                            : fmt::format("appending to {} streams", group.size());
-      result.emplace(c->prepared(kAppendGroup, shared_->statements.sql[kAppendGroup], p, Format::text, what));
+      result.emplace((*c)->prepared(kAppendGroup, shared_->statements.sql[kAppendGroup], p, Format::text, what));
     } catch (const ConnectionError& e) {
       // The statement ran in its own transaction: it committed whole or not at all.
       auto err = std::make_exception_ptr(ConnectionError(
