@@ -160,6 +160,37 @@ TEST(PostgresOrdering, ManyProcessesAndThreadsAndOneReaderSeeEveryEventOnceInOrd
             << " polls, " << polls_with_events << " with new events\n";
 }
 
+TEST(PostgresGroupCommit, ManyAppendsToFewStreamsInOneGroupKeepVersionsAndPositionsContiguous) {
+  REQUIRE_PG();
+  ScratchSchema schema(pg_url);
+  auto store = schema.open();
+  constexpr int kThreads = 24;
+  constexpr int kPerThread = 30;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        // New streams appear while others are appended to, several times per group.
+        std::string stream = "few-" + std::to_string((t + i) % 3) + "-" + std::to_string(i / 10);
+        store->append(stream, ExpectedVersion::any(), {event("E"), event("F")});
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::uint64_t total = 0;
+  for (const auto& info : store->list_streams()) {
+    auto events = store->read_stream(info.stream).to_vector();
+    ASSERT_EQ(events.size(), info.last_version.value()) << info.stream;
+    for (std::size_t i = 0; i < events.size(); ++i) ASSERT_EQ(events[i].version.value(), i + 1) << info.stream;
+    total += events.size();
+  }
+  EXPECT_EQ(total, 2u * kThreads * kPerThread);
+  EXPECT_EQ(store->head_position().value(), total);
+  auto all = store->read_all().to_vector();
+  ASSERT_EQ(all.size(), total);
+  for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i].position.value(), i + 1);
+}
+
 // --- lost connections ---------------------------------------------------------------------------------
 
 // Backends of one application_name.

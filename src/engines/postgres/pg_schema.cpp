@@ -73,13 +73,15 @@ DECLARE
   v_lo        int;
   v_hi        int;
 BEGIN
-  -- Taken first and held until commit: positions are handed out in commit order.
+  -- Taken first and held until commit: positions are handed out in commit order. Every writer of
+  -- streams and events takes it first, so the stream rows read below cannot change under us: they need
+  -- no row locks of their own (which would cost a WAL record each).
   SELECT h.position INTO v_head FROM {schema}.head h FOR UPDATE;
   v_pos := v_head;
   v_ts := clock_timestamp();
   FOR r IN 1..n LOOP
     SELECT st.id, st.last_version, st.hidden_through, st.tombstoned INTO v_id, v_last, v_hidden, v_tomb
-      FROM {schema}.streams st WHERE st.name = p_stream[r] FOR UPDATE;
+      FROM {schema}.streams st WHERE st.name = p_stream[r];
     o_exists := FOUND;
     IF NOT o_exists THEN
       v_id := 0; v_last := 0; v_hidden := 0; v_tomb := false;
