@@ -212,6 +212,17 @@ Connection::Connection(const Target& target) : display_(target.display) {
     throw ConnectionError(fmt::format("cannot connect to PostgreSQL at {}: {}", display_, why));
   }
   PQsetNoticeProcessor(conn_, ignore_notice, nullptr);
+  // The ordering argument (docs/postgres.md) needs each statement after the head lock to see what the
+  // previous lock holder committed: READ COMMITTED, whatever the server's or role's default is.
+  PGresult* r = PQexec(conn_, "SET default_transaction_isolation = 'read committed'");
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  if (!ok) {
+    std::string why = first_line(PQerrorMessage(conn_));
+    PQfinish(conn_);
+    conn_ = nullptr;
+    throw ConnectionError(fmt::format("cannot set up a connection to PostgreSQL at {}: {}", display_, why));
+  }
 }
 
 Connection::~Connection() {
