@@ -17,6 +17,7 @@ class Conformance : public ::testing::TestWithParam<EngineParam> {
  protected:
   void SetUp() override {
     harness_ = GetParam().make();
+    if (auto why = harness_->skip_reason()) GTEST_SKIP() << *why;
     store_ = harness_->open();
   }
   EventStore& store() { return *store_; }

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -15,6 +17,13 @@
 #include "sourced/memory_store.hpp"
 #include "sourced/sqlite_store.hpp"
 #include "sourced/store.hpp"
+#ifdef SOURCED_WITH_POSTGRES
+#include <libpq-fe.h>
+
+#include <random>
+
+#include "sourced/postgres_store.hpp"
+#endif
 
 namespace sourced::testing {
 
@@ -43,6 +52,8 @@ class EngineHarness {
   virtual ~EngineHarness() = default;
   virtual std::unique_ptr<EventStore> open() = 0;
   virtual bool durable() const { return true; }
+  // Why this engine cannot run here (e.g. no server configured); tests skip with this message.
+  virtual std::optional<std::string> skip_reason() const { return std::nullopt; }
 };
 
 class MemoryHarness final : public EngineHarness {
@@ -59,6 +70,68 @@ class SqliteHarness final : public EngineHarness {
   TempDir dir_;
 };
 
+#ifdef SOURCED_WITH_POSTGRES
+// The PostgreSQL server the tests use: the URL in SOURCED_TEST_PG (scripts/with-postgres.sh starts a
+// throwaway one and sets it), or nullopt when it is unset.
+inline std::optional<std::string> test_pg_url() {
+  const char* url = std::getenv("SOURCED_TEST_PG");
+  if (!url || !*url) return std::nullopt;
+  return std::string(url);
+}
+
+inline std::string pg_skip_message() {
+  return "SOURCED_TEST_PG is unset: PostgreSQL tests skipped (run them with `bash scripts/with-postgres.sh ctest`)";
+}
+
+// A schema name no other test (in this or another process) uses.
+inline std::string unique_pg_schema() {
+  static std::atomic<int> counter{0};
+  static const std::uint64_t salt = std::random_device{}();
+  return "test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + std::to_string(salt % 100000);
+}
+
+// Runs one SQL command on the test server with a fresh connection; returns libpq's error, empty on success.
+inline std::string pg_admin_exec(const std::string& url, const std::string& sql) {
+  PGconn* c = PQconnectdb(url.c_str());
+  std::string error;
+  if (PQstatus(c) != CONNECTION_OK) {
+    error = PQerrorMessage(c);
+  } else {
+    PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);  // "drop cascades to ..." is expected
+    PGresult* r = PQexec(c, sql.c_str());
+    auto st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) error = PQerrorMessage(c);
+    PQclear(r);
+  }
+  PQfinish(c);
+  return error;
+}
+
+// Each harness owns a fresh schema on the test server, dropped at the end; reopen() opens it again.
+class PostgresHarness final : public EngineHarness {
+ public:
+  PostgresHarness() : url_(test_pg_url()), schema_(unique_pg_schema()) {}
+  ~PostgresHarness() override {
+    if (url_) pg_admin_exec(*url_, "DROP SCHEMA IF EXISTS \"" + schema_ + "\" CASCADE");
+  }
+  std::unique_ptr<EventStore> open() override {
+    if (!url_) throw std::logic_error(pg_skip_message());
+    PostgresOptions o;
+    o.schema = schema_;
+    return open_postgres_store(*url_, o);
+  }
+  std::optional<std::string> skip_reason() const override {
+    if (!url_) return pg_skip_message();
+    return std::nullopt;
+  }
+  const std::string& schema() const { return schema_; }
+
+ private:
+  std::optional<std::string> url_;
+  std::string schema_;
+};
+#endif
+
 struct EngineParam {
   std::string name;
   std::function<std::unique_ptr<EngineHarness>()> make;
@@ -69,6 +142,9 @@ inline std::vector<EngineParam> all_engines() {
   std::vector<EngineParam> engines = {
       {"memory", [] { return std::make_unique<MemoryHarness>(); }},
       {"sqlite", [] { return std::make_unique<SqliteHarness>(); }},
+#ifdef SOURCED_WITH_POSTGRES
+      {"postgres", [] { return std::make_unique<PostgresHarness>(); }},
+#endif
   };
   return engines;
 }

@@ -101,6 +101,7 @@ class ModelBased : public ::testing::TestWithParam<EngineParam> {};
 
 TEST_P(ModelBased, RandomOperationsAgreeWithTheModel) {
   auto harness = GetParam().make();
+  if (auto why = harness->skip_reason()) GTEST_SKIP() << *why;
   auto store = harness->open();
   Model model;
   std::mt19937_64 rng(20261125);

@@ -175,6 +175,8 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   del->add_option("--expected", expected, "any | no_stream | stream_exists | VERSION")->capture_default_str();
 
   auto* stats = app.add_subcommand("stats", "Show the store's engine, stream and event counts and head position");
+  auto* init = app.add_subcommand(
+      "init", "Create the store or bring its schema up to date (idempotent; opening a store for writing also does it)");
 
   try {
     app.parse(argc, argv);
@@ -188,7 +190,7 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   }
 
   try {
-    bool writes = append->parsed() || del->parsed() || follow;
+    bool writes = append->parsed() || del->parsed() || init->parsed() || follow;
     std::unique_ptr<EventStore> store;
     if (!writes && is_sqlite_path(store_location) && !store_location.starts_with("sqlite:") &&
         !std::filesystem::exists(store_location)) {
@@ -288,6 +290,13 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
       ExpectedVersion ev = parse_expected(expected);
       store->delete_stream(stream, ev, tombstone ? DeleteMode::tombstone : DeleteMode::soft);
       out << json{{"stream", stream}, {"deleted", tombstone ? "tombstone" : "soft"}}.dump() << "\n";
+    } else if (init->parsed()) {
+      // Opening the store created or migrated it; report what is there.
+      auto s = store->stats();
+      out << json{{"initialized", true}, {"engine", s.engine}, {"streams", s.streams}, {"events", s.events},
+                  {"head_position", s.head.value()}}
+                 .dump()
+          << "\n";
     } else if (stats->parsed()) {
       auto s = store->stats();
       out << json{{"engine", s.engine}, {"streams", s.streams}, {"events", s.events}, {"head_position", s.head.value()}}

@@ -1,0 +1,595 @@
+#include "sourced/postgres_store.hpp"
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <algorithm>
+#include <map>
+#include <unordered_map>
+#include <mutex>
+#include <unordered_set>
+
+#include <fmt/format.h>
+
+#include "engines/postgres/pg_connection.hpp"
+#include "engines/postgres/pg_schema.hpp"
+#include "store/append_rules.hpp"
+
+namespace sourced {
+namespace {
+
+using detail::pg::ArrayParam;
+using detail::pg::Connection;
+using detail::pg::Format;
+using detail::pg::Params;
+using detail::pg::Pool;
+using detail::pg::Result;
+using detail::pg::Target;
+
+// Prepared statements, by number; the SQL is in Statements below.
+enum Stmt : int {
+  kAppendGroup,
+  kReadAllForward,
+  kReadAllBackward,
+  kReadStreamForward,
+  kReadStreamBackward,
+  kLoadStream,
+  kLoadStreamForUpdate,
+  kListStreams,
+  kHead,
+  kStats,
+  kLockHead,
+  kCreateStream,
+  kDeleteStream,
+  kStreamNames,
+  kStatementCount
+};
+
+// Columns 0..8 of an event row: position, version, id, type, data, metadata, correlation_id,
+// causation_id, created_at (binary format).
+constexpr const char* kEventColumns =
+    "e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, e.created_at";
+
+struct Statements {
+  explicit Statements(const std::string& schema) {
+    auto s = [&](const std::string& sql) { return detail::pg::with_schema(sql, schema); };
+    std::string cols = kEventColumns;
+    sql[kAppendGroup] = s("SELECT * FROM {schema}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
+    // $all pages return stream ids, not names: joining streams per row cost more than the rest of the
+    // query, and the client caches the names (an id's name never changes).
+    sql[kReadAllForward] = s("SELECT " + cols + ", e.stream_id FROM {schema}.events e WHERE e.position >= $1 "
+                             "ORDER BY e.position LIMIT $2");
+    sql[kReadAllBackward] = s("SELECT " + cols + ", e.stream_id FROM {schema}.events e WHERE e.position <= $1 "
+                              "ORDER BY e.position DESC LIMIT $2");
+    sql[kStreamNames] = s("SELECT id, name FROM {schema}.streams WHERE id = ANY($1)");
+    sql[kReadStreamForward] = s("SELECT " + cols + " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version >= $2 "
+                                "ORDER BY e.version LIMIT $3");
+    sql[kReadStreamBackward] = s("SELECT " + cols + " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version <= $2 "
+                                 "AND e.version > $4 ORDER BY e.version DESC LIMIT $3");
+    sql[kLoadStream] = s("SELECT id, last_version, hidden_through, tombstoned, created_at, updated_at "
+                         "FROM {schema}.streams WHERE name = $1");
+    sql[kLoadStreamForUpdate] = sql[kLoadStream] + " FOR UPDATE";
+    sql[kListStreams] = s("SELECT name, last_version, hidden_through, tombstoned, created_at, updated_at "
+                          "FROM {schema}.streams WHERE name > $1 ORDER BY name LIMIT $2");
+    sql[kHead] = s("SELECT position FROM {schema}.head");
+    sql[kStats] = s("SELECT (SELECT count(*) FROM {schema}.streams), (SELECT position FROM {schema}.head)");
+    sql[kLockHead] = s("SELECT position FROM {schema}.head FOR UPDATE");
+    sql[kCreateStream] = s("INSERT INTO {schema}.streams (name, last_version, hidden_through, tombstoned, created_at, "
+                           "updated_at) VALUES ($1, 0, 0, $2, clock_timestamp(), clock_timestamp())");
+    sql[kDeleteStream] = s("UPDATE {schema}.streams SET hidden_through = last_version, tombstoned = tombstoned OR $2, "
+                           "updated_at = clock_timestamp() WHERE id = $1");
+  }
+  std::string sql[kStatementCount];
+};
+
+std::string text_of(std::uint64_t v) { return std::to_string(std::min<std::uint64_t>(v, INT64_MAX)); }
+
+// Decodes an event row in binary format (kEventColumns) into `e`; the stream name is set by the caller.
+void read_event(const Result& r, int row, RecordedEvent& e) {
+  using namespace detail::pg;
+  e.position = Position(static_cast<std::uint64_t>(read_int8(r.raw(row, 0))));
+  e.version = StreamVersion(static_cast<std::uint64_t>(read_int8(r.raw(row, 1))));
+  e.id = read_uuid(r.raw(row, 2));
+  e.type.assign(r.get(row, 3));
+  e.data.assign(r.get(row, 4));
+  e.metadata.assign(r.get(row, 5));
+  e.correlation_id = r.is_null(row, 6) ? std::nullopt : std::optional<Uuid>(read_uuid(r.raw(row, 6)));
+  e.causation_id = r.is_null(row, 7) ? std::nullopt : std::optional<Uuid>(read_uuid(r.raw(row, 7)));
+  e.created_at = read_timestamptz(r.raw(row, 8));
+}
+
+struct StreamRow {
+  std::int64_t id = 0;
+  detail::StreamState state;
+  Timestamp created_at;
+  Timestamp updated_at;
+};
+
+// Columns: id|name, last_version, hidden_through, tombstoned, created_at, updated_at (binary).
+detail::StreamState stream_state(const Result& r, int row) {
+  using namespace detail::pg;
+  detail::StreamState s;
+  s.exists = true;
+  s.last = StreamVersion(static_cast<std::uint64_t>(read_int8(r.raw(row, 1))));
+  s.hidden_through = StreamVersion(static_cast<std::uint64_t>(read_int8(r.raw(row, 2))));
+  s.tombstoned = r.raw(row, 3)[0] != 0;
+  return s;
+}
+
+// What the store's objects share with the readers it hands out (which may outlive it).
+struct Shared {
+  Shared(Target target, const PostgresOptions& o)
+      : options(o), pool(std::move(target), o.pool_size), statements(o.schema) {}
+  PostgresOptions options;
+  Pool pool;
+  Statements statements;
+
+  Result run(Stmt id, Params& params, Format format, std::string_view what) {
+    // Reads are idempotent: when the link breaks under one (a restarted server, a killed backend), the
+    // pool has dropped that connection and one retry on a fresh one hides the hiccup.
+    for (int attempt = 0;; ++attempt) {
+      try {
+        auto c = pool.acquire();
+        return c->prepared(id, statements.sql[id], params, format, what);
+      } catch (const ConnectionError&) {
+        if (attempt > 0) throw;
+      }
+    }
+  }
+
+  std::optional<StreamRow> load_stream(Connection& c, std::string_view name, bool for_update) {
+    Params p;
+    p.text(std::string(name));
+    Stmt id = for_update ? kLoadStreamForUpdate : kLoadStream;
+    Result r = c.prepared(id, statements.sql[id], p, Format::binary, "reading a stream's state");
+    return row_of(r);
+  }
+  std::optional<StreamRow> load_stream(std::string_view name) {
+    Params p;
+    p.text(std::string(name));
+    Result r = run(kLoadStream, p, Format::binary, "reading a stream's state");
+    return row_of(r);
+  }
+  // Fills in the stream names of a $all page from the cache, asking the server for the ones it lacks.
+  void name_streams(std::vector<RecordedEvent>& events, const std::vector<std::int64_t>& ids) {
+    std::vector<std::int64_t> missing;
+    {
+      std::lock_guard lock(names_mu);
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        auto it = names.find(ids[i]);
+        if (it != names.end()) {
+          events[i].stream = it->second;
+        } else {
+          missing.push_back(ids[i]);
+        }
+      }
+    }
+    if (missing.empty()) return;
+    std::sort(missing.begin(), missing.end());
+    missing.erase(std::unique(missing.begin(), missing.end()), missing.end());
+    detail::pg::ArrayParam array(detail::pg::kInt8Oid);
+    for (auto id : missing) array.add_int8(id);
+    Params p;
+    p.binary(array.finish(), detail::pg::kInt8ArrayOid);
+    Result r = run(kStreamNames, p, Format::binary, "reading stream names");
+    std::lock_guard lock(names_mu);
+    // A bound on memory for stores with very many streams: start over rather than grow without end.
+    if (names.size() + static_cast<std::size_t>(r.rows()) > kMaxCachedNames) names.clear();
+    for (int i = 0; i < r.rows(); ++i) names[detail::pg::read_int8(r.raw(i, 0))] = std::string(r.get(i, 1));
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      if (!events[i].stream.empty()) continue;
+      auto it = names.find(ids[i]);
+      if (it == names.end()) throw StorageError("a $all page names a stream id that the streams table lacks");
+      events[i].stream = it->second;
+    }
+  }
+
+  static constexpr std::size_t kMaxCachedNames = 200000;
+  std::mutex names_mu;
+  std::unordered_map<std::int64_t, std::string> names;
+
+  static std::optional<StreamRow> row_of(const Result& r) {
+    using namespace detail::pg;
+    if (r.rows() == 0) return std::nullopt;
+    StreamRow row;
+    row.id = read_int8(r.raw(0, 0));
+    row.state = stream_state(r, 0);
+    row.created_at = read_timestamptz(r.raw(0, 4));
+    row.updated_at = read_timestamptz(r.raw(0, 5));
+    return row;
+  }
+};
+
+class AllPages final : public detail::PageSource {
+ public:
+  explicit AllPages(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    Params p;
+    p.text(text_of(from)).text(std::to_string(limit));
+    Result r = shared_->run(direction == Direction::forward ? kReadAllForward : kReadAllBackward, p, Format::binary,
+                            "reading $all");
+    int n = r.rows();
+    out.resize(static_cast<std::size_t>(n));
+    ids_.resize(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      read_event(r, i, out[i]);
+      out[i].stream.clear();
+      ids_[i] = detail::pg::read_int8(r.raw(i, 9));
+    }
+    shared_->name_streams(out, ids_);
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  std::vector<std::int64_t> ids_;
+};
+
+class StreamPages final : public detail::PageSource {
+ public:
+  StreamPages(std::shared_ptr<Shared> shared, std::string stream, std::int64_t stream_id, std::uint64_t hidden)
+      : shared_(std::move(shared)), stream_(std::move(stream)), stream_id_(stream_id), hidden_(hidden) {}
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    bool forward = direction == Direction::forward;
+    Params p;
+    p.text(std::to_string(stream_id_))
+        .text(text_of(forward ? std::max(from, hidden_ + 1) : from))
+        .text(std::to_string(limit));
+    if (!forward) p.text(text_of(hidden_));
+    Result r = shared_->run(forward ? kReadStreamForward : kReadStreamBackward, p, Format::binary,
+                            fmt::format("reading stream '{}'", stream_));
+    int n = r.rows();
+    out.resize(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      read_event(r, i, out[i]);
+      out[i].stream = stream_;
+    }
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  std::string stream_;
+  std::int64_t stream_id_;
+  std::uint64_t hidden_;
+};
+
+int expected_kind(ExpectedVersion e) {
+  switch (e.kind()) {
+    case ExpectedVersion::Kind::any: return 0;
+    case ExpectedVersion::Kind::no_stream: return 1;
+    case ExpectedVersion::Kind::stream_exists: return 2;
+    case ExpectedVersion::Kind::exact: return 3;
+  }
+  return 0;
+}
+
+class PostgresStore final : public EventStore {
+ public:
+  PostgresStore(Target target, PostgresOptions options) {
+    shared_ = std::make_shared<Shared>(std::move(target), options);
+    auto c = shared_->pool.acquire();
+    detail::pg::migrate(*c, shared_->pool.target(), options.schema);
+  }
+
+  AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
+    auto prepared = detail::prepare_append(stream, events);
+    Request req{stream, expected, &prepared, {}, nullptr, false};
+    submit(req);
+    if (req.error) std::rethrow_exception(req.error);
+    return req.result;
+  }
+
+  EventReader read_stream(std::string_view stream, ReadStreamOptions options) override {
+    detail::validate_stream_id(stream);
+    auto row = shared_->load_stream(stream);
+    detail::StreamState state = row ? row->state : detail::StreamState{};
+    auto pages = std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0,
+                                               state.hidden_through.value());
+    return detail::make_stream_reader(stream, state, options, std::move(pages), shared_->options.read_page_size);
+  }
+
+  EventReader read_all(ReadAllOptions options) override {
+    return detail::make_all_reader(options, std::make_shared<AllPages>(shared_), shared_->options.read_page_size);
+  }
+
+  std::optional<StreamInfo> stream_info(std::string_view stream) override {
+    detail::validate_stream_id(stream);
+    auto row = shared_->load_stream(stream);
+    if (!row) return std::nullopt;
+    return detail::make_info(std::string(stream), row->state, row->created_at, row->updated_at);
+  }
+
+  std::vector<StreamInfo> list_streams(std::string_view after, std::size_t limit) override {
+    Params p;
+    p.text(std::string(after)).text(text_of(limit));
+    Result r = shared_->run(kListStreams, p, Format::binary, "listing streams");
+    std::vector<StreamInfo> out;
+    for (int i = 0; i < r.rows(); ++i) {
+      out.push_back(detail::make_info(std::string(r.get(i, 0)), stream_state(r, i),
+                                      detail::pg::read_timestamptz(r.raw(i, 4)),
+                                      detail::pg::read_timestamptz(r.raw(i, 5))));
+    }
+    return out;
+  }
+
+  void delete_stream(std::string_view stream, ExpectedVersion expected, DeleteMode mode) override {
+    detail::validate_stream_id(stream);
+    if (is_system_stream(stream)) {
+      throw InvalidArgument(fmt::format("stream '{}' is reserved for the system and cannot be deleted", stream));
+    }
+    auto c = shared_->pool.acquire();
+    std::string what = fmt::format("deleting stream '{}'", stream);
+    auto& sql = shared_->statements.sql;
+    c->exec("BEGIN", what);
+    try {
+      // Deletes take the head lock like appends do, so every write is serialised and a delete can never
+      // race an append that creates the same stream.
+      Params none;
+      c->prepared(kLockHead, sql[kLockHead], none, Format::text, what);
+      auto row = shared_->load_stream(*c, stream, true);
+      detail::StreamState state = row ? row->state : detail::StreamState{};
+      detail::check_expected(stream, state, expected);
+      if (mode == DeleteMode::soft && !row) throw StreamNotFound(std::string(stream));
+      Params p;
+      std::string tomb = mode == DeleteMode::tombstone ? "true" : "false";
+      if (row) {
+        p.text(std::to_string(row->id)).text(tomb);
+        c->prepared(kDeleteStream, sql[kDeleteStream], p, Format::text, what);
+      } else {
+        p.text(std::string(stream)).text(tomb);
+        c->prepared(kCreateStream, sql[kCreateStream], p, Format::text, what);
+      }
+      c->exec("COMMIT", what);
+    } catch (...) {
+      if (c->ok()) PQclear(PQexec(c->handle(), "ROLLBACK"));
+      throw;
+    }
+  }
+
+  Position head_position() override {
+    Params none;
+    Result r = shared_->run(kHead, none, Format::text, "reading the head position");
+    return Position(static_cast<std::uint64_t>(r.int8(0, 0)));
+  }
+
+  StoreStats stats() override {
+    Params none;
+    Result r = shared_->run(kStats, none, Format::text, "reading statistics");
+    StoreStats s;
+    s.engine = "postgres";
+    s.streams = static_cast<std::uint64_t>(r.int8(0, 0));
+    // Every position is one event: positions are gapless and events are never removed (yet).
+    s.events = static_cast<std::uint64_t>(r.int8(0, 1));
+    s.head = Position(s.events);
+    return s;
+  }
+
+ private:
+  // One append waiting for (or taking part in) a group commit.
+  struct Request {
+    std::string_view stream;
+    ExpectedVersion expected;
+    const std::vector<detail::PreparedEvent>* events;
+    AppendResult result{};
+    std::exception_ptr error;
+    bool done = false;
+  };
+
+  // Leader/follower group commit: the first waiting thread becomes the leader, takes the queued appends,
+  // sends them in one append_group call (one round trip, one transaction, one commit) and wakes the
+  // followers. Appends that arrive meanwhile form the next group.
+  void submit(Request& req) {
+    std::unique_lock lock(mu_);
+    queue_.push_back(&req);
+    while (!req.done) {
+      if (leader_active_) {
+        cv_.wait(lock);
+        continue;
+      }
+      leader_active_ = true;
+      auto group = take_group();
+      lock.unlock();
+      run_group(group);
+      lock.lock();
+      leader_active_ = false;
+      for (Request* r : group) r->done = true;
+      cv_.notify_all();
+    }
+  }
+
+  // The longest prefix of the queue within the limits in which no caller-given id appears twice. The
+  // function decides each append against what is stored, and writes a group's events at the end, so two
+  // appends sharing an id must not be in one group: the second must see the first's events.
+  std::vector<Request*> take_group() {
+    std::vector<Request*> group;
+    std::unordered_set<Uuid> ids;
+    std::size_t total = 0;
+    const auto& o = shared_->options;
+    while (!queue_.empty()) {
+      Request* r = queue_.front();
+      if (!group.empty() && (total + r->events->size() > o.max_group_events || group.size() >= o.max_group_appends)) {
+        break;
+      }
+      bool clash = false;
+      for (const auto& e : *r->events) {
+        if (e.id_given && ids.contains(e.id)) clash = true;
+      }
+      if (clash) break;
+      for (const auto& e : *r->events) {
+        if (e.id_given) ids.insert(e.id);
+      }
+      total += r->events->size();
+      group.push_back(r);
+      queue_.pop_front();
+    }
+    return group;
+  }
+
+  void run_group(const std::vector<Request*>& group) {
+    using namespace detail::pg;
+    ArrayParam streams(kTextOid), kinds(kInt4Oid), expected(kInt8Oid), starts(kInt4Oid), counts(kInt4Oid),
+        lookups(kBoolOid), reqs(kInt4Oid), ids(kUuidOid), given(kBoolOid), types(kTextOid), data(kByteaOid),
+        metadata(kByteaOid), correlation(kUuidOid), causation(kUuidOid);
+    std::int32_t ordinal = 1;
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      const Request& r = *group[i];
+      streams.add_bytes(r.stream);
+      kinds.add_int4(expected_kind(r.expected));
+      expected.add_int8(static_cast<std::int64_t>(r.expected.version().value()));
+      starts.add_int4(ordinal);
+      counts.add_int4(static_cast<std::int32_t>(r.events->size()));
+      bool lookup = false;
+      for (const auto& e : *r.events) {
+        lookup = lookup || e.id_given;
+        reqs.add_int4(static_cast<std::int32_t>(i + 1));
+        ids.add_uuid(e.id);
+        given.add_bool(e.id_given);
+        types.add_bytes(e.data->type);
+        data.add_bytes(e.data->data);
+        metadata.add_bytes(e.data->metadata);
+        correlation.add_uuid(e.data->correlation_id);
+        causation.add_uuid(e.data->causation_id);
+        ++ordinal;
+      }
+      lookups.add_bool(lookup);
+    }
+    Params p;
+    p.binary(streams.finish(), kTextArrayOid)
+        .binary(kinds.finish(), kInt4ArrayOid)
+        .binary(expected.finish(), kInt8ArrayOid)
+        .binary(starts.finish(), kInt4ArrayOid)
+        .binary(counts.finish(), kInt4ArrayOid)
+        .binary(lookups.finish(), kBoolArrayOid)
+        .binary(reqs.finish(), kInt4ArrayOid)
+        .binary(ids.finish(), kUuidArrayOid)
+        .binary(given.finish(), kBoolArrayOid)
+        .binary(types.finish(), kTextArrayOid)
+        .binary(data.finish(), kByteaArrayOid)
+        .binary(metadata.finish(), kByteaArrayOid)
+        .binary(correlation.finish(), kUuidArrayOid)
+        .binary(causation.finish(), kUuidArrayOid);
+
+    std::optional<Result> result;
+    std::optional<Pool::Lease> c;
+    try {
+      c.emplace(shared_->pool.acquire());  // a failure here sent nothing: its error needs no caveat
+    } catch (...) {
+      for (Request* r : group) r->error = std::current_exception();
+      return;
+    }
+    try {
+      std::string what = group.size() == 1 ? fmt::format("appending to stream '{}'", group[0]->stream)
+                                           : fmt::format("appending to {} streams", group.size());
+      result.emplace((*c)->prepared(kAppendGroup, shared_->statements.sql[kAppendGroup], p, Format::text, what));
+    } catch (const ConnectionError& e) {
+      // The statement ran in its own transaction: it committed whole or not at all.
+      auto err = std::make_exception_ptr(ConnectionError(
+          std::string(e.what()) + "; the append was committed whole or not at all: read the stream, or repeat the "
+                                  "append with the same event ids (which is idempotent), to find out which"));
+      for (Request* r : group) r->error = err;
+      return;
+    } catch (...) {
+      for (Request* r : group) r->error = std::current_exception();
+      return;
+    }
+    finish_group(group, *result);
+  }
+
+  // Turns append_group's rows into each append's result or error.
+  void finish_group(const std::vector<Request*>& group, const Result& res) {
+    std::vector<std::map<Uuid, detail::StoredLocation>> found(group.size());
+    std::vector<bool> answered(group.size(), false);
+    for (int row = 0; row < res.rows(); ++row) {
+      auto i = static_cast<std::size_t>(res.int8(row, 0) - 1);
+      if (i >= group.size()) continue;
+      Request& r = *group[i];
+      if (!res.is_null(row, 7)) {
+        auto id = Uuid::parse(res.get(row, 7));
+        if (id) {
+          found[i][*id] = {std::string(res.get(row, 8)), StreamVersion(static_cast<std::uint64_t>(res.int8(row, 9))),
+                           Position(static_cast<std::uint64_t>(res.int8(row, 10)))};
+        }
+        continue;
+      }
+      answered[i] = true;
+      detail::StreamState state;
+      state.exists = res.boolean(row, 2);
+      state.last = StreamVersion(static_cast<std::uint64_t>(res.int8(row, 3)));
+      state.hidden_through = StreamVersion(static_cast<std::uint64_t>(res.int8(row, 4)));
+      state.tombstoned = res.boolean(row, 5);
+      if (res.boolean(row, 1)) {
+        auto n = r.events->size();
+        r.result.first_version = state.last.next();
+        r.result.last_version = StreamVersion(state.last.value() + n);
+        if (n > 0) {
+          auto first = static_cast<std::uint64_t>(res.int8(row, 6));
+          r.result.first_position = Position(first);
+          r.result.last_position = Position(first + n - 1);
+        }
+        continue;
+      }
+      // Not written: the shared rules decide whether it repeats an earlier append or which error it is.
+      try {
+        auto& where = found[i];
+        auto replay = detail::check_replay(r.stream, state, r.expected, *r.events,
+                                           [&](const Uuid& id) -> std::optional<detail::StoredLocation> {
+                                             auto it = where.find(id);
+                                             if (it == where.end()) return std::nullopt;
+                                             return it->second;
+                                           });
+        if (replay) {
+          r.result = *replay;
+        } else {
+          detail::check_expected(r.stream, state, r.expected);
+          throw StorageError(fmt::format("internal error: PostgreSQL declined the append to stream '{}' but the "
+                                         "append rules accept it",
+                                         r.stream));
+        }
+      } catch (...) {
+        r.error = std::current_exception();
+      }
+    }
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      if (!answered[i] && !group[i]->error) {
+        group[i]->error = std::make_exception_ptr(
+            StorageError(fmt::format("internal error: PostgreSQL returned no outcome for the append to stream '{}'",
+                                     group[i]->stream)));
+      }
+    }
+  }
+
+  std::shared_ptr<Shared> shared_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Request*> queue_;
+  bool leader_active_ = false;
+};
+
+bool is_plain_identifier(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    bool ok = (c >= 'a' && c <= 'z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::unique_ptr<EventStore> open_postgres_store(const std::string& url, PostgresOptions options) {
+  Target target = detail::pg::parse_target(url);
+  if (target.schema) options.schema = *target.schema;
+  if (target.pool_size) options.pool_size = *target.pool_size;
+  if (!is_plain_identifier(options.schema)) {
+    throw InvalidArgument(fmt::format("the PostgreSQL schema name '{}' must be 1 to 63 of a-z, 0-9 and _, not "
+                                      "starting with a digit",
+                                      options.schema));
+  }
+  if (options.pool_size == 0) throw InvalidArgument("the PostgreSQL pool_size must be at least 1");
+  if (options.read_page_size == 0) options.read_page_size = 1;
+  return std::make_unique<PostgresStore>(std::move(target), std::move(options));
+}
+
+}  // namespace sourced
