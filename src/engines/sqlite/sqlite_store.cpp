@@ -339,7 +339,8 @@ class SqliteStore final : public EventStore {
     std::function<void()> work;
     std::size_t events;
     std::exception_ptr error;
-    bool done = false;
+    bool done = false;  // guarded by mu
+    std::mutex mu;
     std::condition_variable cv;
   };
 
@@ -372,9 +373,12 @@ class SqliteStore final : public EventStore {
     Request req;
     req.work = std::move(work);
     req.events = events;
-    std::unique_lock lock(mu_);
-    queue_.push_back(&req);
-    if (queue_.size() == 1) writer_cv_.notify_one();
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(&req);
+      if (queue_.size() == 1) writer_cv_.notify_one();
+    }
+    std::unique_lock lock(req.mu);
     req.cv.wait(lock, [&] { return req.done; });
     if (req.error) std::rethrow_exception(req.error);
   }
@@ -398,11 +402,14 @@ class SqliteStore final : public EventStore {
         ++commits_;
       }
       appended_cv_.notify_all();
-      lock.lock();
+      // Each request is woken under its own mutex (which keeps it alive until notify_one returns), so
+      // waking a large group never holds up threads that are queueing the next one.
       for (Request* r : group) {
+        std::lock_guard request_lock(r->mu);
         r->done = true;
         r->cv.notify_one();
       }
+      lock.lock();
     }
   }
 
