@@ -373,28 +373,61 @@ class PostgresStore final : public EventStore {
     const std::vector<detail::PreparedEvent>* events;
     AppendResult result{};
     std::exception_ptr error;
+    // Guarded by mu: set by the leader that ran this request, or by the one handing leadership over.
     bool done = false;
+    bool lead = false;
+    std::mutex mu;
+    std::condition_variable cv;
   };
 
-  // Leader/follower group commit: the first waiting thread becomes the leader, takes the queued appends,
-  // sends them in one append_group call (one round trip, one transaction, one commit) and wakes the
-  // followers. Appends that arrive meanwhile form the next group.
+  // Leader/follower group commit: a thread that queues an append while no leader is active becomes the
+  // leader; it takes the queued appends, sends them in one append_group call (one round trip, one
+  // transaction, one commit), wakes each follower it finished, and hands leadership to the oldest
+  // waiting append, if any. Appends that arrive meanwhile form the next group. Every wake-up is a
+  // notify on the woken request's own mutex, so no thread is woken for nothing.
   void submit(Request& req) {
-    std::unique_lock lock(mu_);
-    queue_.push_back(&req);
-    while (!req.done) {
-      if (leader_active_) {
-        cv_.wait(lock);
-        continue;
+    bool lead;
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(&req);
+      lead = !leader_active_;
+      if (lead) leader_active_ = true;
+    }
+    if (!lead) {
+      std::unique_lock wait_lock(req.mu);
+      req.cv.wait(wait_lock, [&] { return req.done || req.lead; });
+      if (req.done) return;
+    }
+    for (bool mine = false; !mine;) {
+      std::vector<Request*> group;
+      {
+        std::lock_guard lock(mu_);
+        group = take_group();
       }
-      leader_active_ = true;
-      auto group = take_group();
-      lock.unlock();
       run_group(group);
-      lock.lock();
-      leader_active_ = false;
-      for (Request* r : group) r->done = true;
-      cv_.notify_all();
+      for (Request* r : group) {
+        if (r == &req) {
+          mine = true;
+          continue;
+        }
+        std::lock_guard request_lock(r->mu);
+        r->done = true;
+        r->cv.notify_one();
+      }
+    }
+    Request* next = nullptr;
+    {
+      std::lock_guard lock(mu_);
+      if (queue_.empty()) {
+        leader_active_ = false;
+      } else {
+        next = queue_.front();  // still waiting, so alive; no one else takes groups while we lead
+      }
+    }
+    if (next) {
+      std::lock_guard request_lock(next->mu);
+      next->lead = true;
+      next->cv.notify_one();
     }
   }
 
@@ -561,7 +594,6 @@ class PostgresStore final : public EventStore {
 
   std::shared_ptr<Shared> shared_;
   std::mutex mu_;
-  std::condition_variable cv_;
   std::deque<Request*> queue_;
   bool leader_active_ = false;
 };
