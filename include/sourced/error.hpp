@@ -18,6 +18,7 @@ enum class ErrorCode {
   stream_not_found,        // the stream has no events, or was soft-deleted
   stream_deleted,          // the stream was tombstoned: it can never be read or written again
   duplicate_event_id,      // an event id is already stored elsewhere
+  serialization,           // stored bytes could not be turned into the requested type
   connection,              // the store's server could not be reached, or the link broke
   storage,                 // the engine failed (I/O, corruption, permissions)
 };

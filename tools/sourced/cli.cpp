@@ -29,6 +29,7 @@ int exit_code_for(ErrorCode code) {
     case ErrorCode::wrong_expected_version: return kWrongVersion;
     case ErrorCode::stream_not_found: return kStreamNotFound;
     case ErrorCode::stream_deleted: return kStreamDeleted;
+    case ErrorCode::serialization:
     case ErrorCode::connection:
     case ErrorCode::storage: return kFailure;
   }
