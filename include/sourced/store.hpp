@@ -28,7 +28,8 @@
 namespace sourced {
 
 struct AppendResult {
-  // Versions of the first and last event written. For an empty append both are the stream's version.
+  // Versions of the first and last event written. For an empty append, last_version is the stream's
+  // version and first_version the one after it.
   StreamVersion first_version;
   StreamVersion last_version;
   // Positions in `$all` of the first and last event written (0 for an empty append).

@@ -85,7 +85,11 @@ std::optional<AppendResult> check_replay(std::string_view stream, const StreamSt
   switch (expected.kind()) {
     case ExpectedVersion::Kind::any: matches = true; break;
     case ExpectedVersion::Kind::stream_exists: matches = true; break;
-    case ExpectedVersion::Kind::no_stream: matches = first.version.value() == 1; break;
+    // The append found no visible event before it: it was the first, or everything before it is hidden
+    // (it followed a soft delete).
+    case ExpectedVersion::Kind::no_stream:
+      matches = first.version.value() - 1 <= state.hidden_through.value();
+      break;
     case ExpectedVersion::Kind::exact: matches = expected.version().value() + 1 == first.version.value(); break;
   }
   if (!matches) {

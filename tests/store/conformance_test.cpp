@@ -292,6 +292,18 @@ TEST_P(Conformance, SoftDeleteHidesTheStreamAndLetsItContinue) {
   EXPECT_EQ(store().stream_info("s")->event_count, 1u);
 }
 
+TEST_P(Conformance, RepeatingTheFirstAppendAfterASoftDeleteIsARepeat) {
+  append_n("s", 3);
+  store().delete_stream("s", ExpectedVersion::any(), DeleteMode::soft);
+  std::vector<EventData> batch = {event_with_id("A", Uuid::v4()), event_with_id("B", Uuid::v4())};
+  auto first = store().append("s", ExpectedVersion::no_stream(), batch);
+  EXPECT_EQ(first.first_version, StreamVersion(4));
+  auto again = store().append("s", ExpectedVersion::no_stream(), batch);
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.first_position, first.first_position);
+  EXPECT_EQ(store().head_position(), Position(5));
+}
+
 TEST_P(Conformance, ASoftDeletedStreamAcceptsItsLastVersionAsExpected) {
   append_n("s", 2);
   store().delete_stream("s", ExpectedVersion::any(), DeleteMode::soft);

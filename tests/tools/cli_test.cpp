@@ -171,6 +171,16 @@ TEST_F(Cli, DeletesListsAndShowsInfo) {
 TEST_F(Cli, ReadingAStoreThatDoesNotExistDoesNotCreateIt) {
   EXPECT_EQ(run({"read", "s"}).code, 4);
   EXPECT_EQ(run({"read", "$all"}).code, 0);
+  EXPECT_EQ(json::parse(run({"stats"}).out)["engine"], "sqlite");
+  EXPECT_FALSE(std::filesystem::exists(store_));
+}
+
+TEST_F(Cli, BadInputIsRejectedBeforeTheStoreIsCreated) {
+  EXPECT_EQ(run({"append", "s", "--type", "A", "--data", "{oops"}).code, 2);
+  EXPECT_EQ(run({"append", "s", "--type", "A", "--expected", "later"}).code, 2);
+  EXPECT_EQ(run({"append", "bad\nid", "--type", "A"}).code, 2);
+  EXPECT_EQ(run({"append", "s"}, "not json\n").code, 2);
+  EXPECT_EQ(run({"delete", "s", "--expected", "x"}).code, 2);
   EXPECT_FALSE(std::filesystem::exists(store_));
 }
 

@@ -191,19 +191,19 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   }
 
   try {
-    bool writes = append->parsed() || del->parsed() || init->parsed() || follow;
-    std::unique_ptr<EventStore> store;
-    if (!writes && is_sqlite_path(store_location) && !store_location.starts_with("sqlite:") &&
-        !std::filesystem::exists(store_location)) {
-      // Reading must not create a file: a store that does not exist yet reads as empty.
-      store = open_memory_store();
-    } else {
-      store = open_store(store_location);
+    // Everything the user typed is checked before the store is opened, so bad input never creates,
+    // migrates or changes a store.
+    ExpectedVersion ev = ExpectedVersion::any();
+    if (append->parsed() || del->parsed()) ev = parse_expected(expected);
+    if (read->parsed() && follow && backward) {
+      throw UsageError("--follow reads forward, so it cannot be combined with --backward");
     }
-
+    std::vector<EventData> events;
     if (append->parsed()) {
-      ExpectedVersion ev = parse_expected(expected);
-      std::vector<EventData> events;
+      if (auto problem = stream_id_problem(stream)) throw UsageError("invalid stream id: " + *problem);
+      if (is_system_stream(stream)) {
+        throw UsageError("stream '" + stream + "' is reserved for the system: ids starting with '$' cannot be written");
+      }
       if (!type.empty()) {
         EventData e;
         e.type = type;
@@ -227,6 +227,20 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
       for (auto& e : events) {
         if (!e.id) e.id = Uuid::v7();
       }
+    }
+
+    bool writes = append->parsed() || del->parsed() || init->parsed() || follow;
+    std::string sqlite_path = store_location.starts_with("sqlite:") ? store_location.substr(7) : store_location;
+    bool missing_file = is_sqlite_path(store_location) && !std::filesystem::exists(sqlite_path);
+    std::unique_ptr<EventStore> store;
+    if (!writes && missing_file) {
+      // Reading must not create a file: a store that does not exist yet reads as empty.
+      store = open_memory_store();
+    } else {
+      store = open_store(store_location);
+    }
+
+    if (append->parsed()) {
       auto r = store->append(stream, ev, events);
       json ids = json::array();
       for (const auto& e : events) ids.push_back(e.id->to_string());
@@ -240,7 +254,6 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
                  .dump()
           << "\n";
     } else if (read->parsed()) {
-      if (follow && backward) throw UsageError("--follow reads forward, so it cannot be combined with --backward");
       Direction dir = backward ? Direction::backward : Direction::forward;
       bool has_from = from_opt->count() > 0;
       bool all = stream == kAllStream;
@@ -266,9 +279,9 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
         }
         out.flush();
       };
+      // Following: the head is taken before the first read, so an event appended in between wakes us.
+      Position seen = follow ? store->head_position() : Position(0);
       print_from(!follow);
-      // Following: wake on any new event in $all, then read what is new for this stream.
-      Position seen = store->head_position();
       while (follow && left > 0) {
         Position head = store->wait_for_events_after(seen, std::chrono::seconds(1));
         if (head <= seen) continue;
@@ -288,7 +301,6 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
       if (!i) throw StreamNotFound(stream);
       out << info_json(*i).dump() << "\n";
     } else if (del->parsed()) {
-      ExpectedVersion ev = parse_expected(expected);
       store->delete_stream(stream, ev, tombstone ? DeleteMode::tombstone : DeleteMode::soft);
       out << json{{"stream", stream}, {"deleted", tombstone ? "tombstone" : "soft"}}.dump() << "\n";
     } else if (init->parsed()) {
@@ -300,11 +312,15 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
           << "\n";
     } else if (stats->parsed()) {
       auto s = store->stats();
-      out << json{{"engine", s.engine}, {"streams", s.streams}, {"events", s.events}, {"head_position", s.head.value()}}
+      out << json{{"engine", missing_file ? "sqlite" : s.engine}, {"streams", s.streams}, {"events", s.events}, {"head_position", s.head.value()}}
                  .dump()
           << "\n";
     }
     out.flush();
+    if (!out) {
+      err << "sourced: could not write the output\n";
+      return kFailure;
+    }
     return kOk;
   } catch (const UsageError& e) {
     err << "sourced: " << e.what() << "\n";

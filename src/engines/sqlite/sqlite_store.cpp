@@ -431,14 +431,17 @@ class SqliteStore final : public EventStore {
           ++ok;
         } catch (...) {
           r->error = std::current_exception();
-          if (writing_) {
+          // Partial writes to undo, or an error (I/O, full disk, out of memory) after which SQLite rolled
+          // the whole transaction back itself: later requests would run in autocommit, one statement
+          // at a time. Either way the group starts over without this request.
+          if (writing_ || sqlite3_get_autocommit(writer_.handle())) {
             broken = r;
             break;
           }
         }
       }
       if (broken) {
-        // The transaction holds part of `broken`'s writes: drop everything and run the rest again.
+        // Drop everything (a no-op if SQLite already rolled back) and run the rest again.
         sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
         std::erase(group, broken);
         for (Request* r : group) r->error = nullptr;
