@@ -201,8 +201,12 @@ std::int64_t Result::int8(int row, int col) const {
 Connection::Connection(const Target& target) : display_(target.display) {
   // Keywords are processed in order and the last value wins: the defaults come before the URL so the
   // URL may override them; the encoding comes after because the engine relies on UTF-8.
-  const char* keywords[] = {"connect_timeout", "application_name", "dbname", "client_encoding", nullptr};
-  const char* values[] = {"10", "sourced", target.libpq_url.c_str(), "UTF8", nullptr};
+  // TCP keepalives and tcp_user_timeout bound how long a call can block on a link that died silently
+  // (a partition sends no reset): about 30 s instead of the kernel's two hours.
+  const char* keywords[] = {"connect_timeout",     "application_name",  "keepalives",      "keepalives_idle",
+                            "keepalives_interval", "keepalives_count",  "tcp_user_timeout", "dbname",
+                            "client_encoding",     nullptr};
+  const char* values[] = {"10", "sourced", "1", "10", "5", "4", "30000", target.libpq_url.c_str(), "UTF8", nullptr};
   conn_ = PQconnectdbParams(keywords, values, 1);
   if (!conn_) throw ConnectionError(fmt::format("cannot connect to PostgreSQL at {}: out of memory", display_));
   if (PQstatus(conn_) != CONNECTION_OK) {

@@ -400,11 +400,26 @@ class PostgresStore final : public EventStore {
     }
     for (bool mine = false; !mine;) {
       std::vector<Request*> group;
-      {
+      try {
         std::lock_guard lock(mu_);
         group = take_group();
+      } catch (...) {
+        // Out of memory before anything left the queue: withdraw our own append, hand over, fail.
+        {
+          std::lock_guard lock(mu_);
+          std::erase(queue_, &req);
+        }
+        hand_over();
+        throw;
       }
-      run_group(group);
+      try {
+        run_group(group);
+      } catch (...) {
+        // run_group reports server errors per request; what escapes (allocation) fails the whole group.
+        for (Request* r : group) {
+          if (!r->error) r->error = std::current_exception();
+        }
+      }
       for (Request* r : group) {
         if (r == &req) {
           mine = true;
@@ -415,6 +430,11 @@ class PostgresStore final : public EventStore {
         r->cv.notify_one();
       }
     }
+    hand_over();
+  }
+
+  // Gives leadership to the oldest waiting append, or gives it up when none waits.
+  void hand_over() {
     Request* next = nullptr;
     {
       std::lock_guard lock(mu_);
@@ -435,13 +455,16 @@ class PostgresStore final : public EventStore {
   // function decides each append against what is stored, and writes a group's events at the end, so two
   // appends sharing an id must not be in one group: the second must see the first's events.
   std::vector<Request*> take_group() {
+    // Builds the group before removing anything from the queue, so an exception loses no request.
     std::vector<Request*> group;
     std::unordered_set<Uuid> ids;
-    std::size_t total = 0;
+    std::size_t total = 0, bytes = 0;
     const auto& o = shared_->options;
-    while (!queue_.empty()) {
-      Request* r = queue_.front();
-      if (!group.empty() && (total + r->events->size() > o.max_group_events || group.size() >= o.max_group_appends)) {
+    for (Request* r : queue_) {
+      std::size_t size = 0;
+      for (const auto& e : *r->events) size += e.data->data.size() + e.data->metadata.size() + e.data->type.size();
+      if (!group.empty() && (total + r->events->size() > o.max_group_events || group.size() >= o.max_group_appends ||
+                             bytes + size > kMaxGroupBytes)) {
         break;
       }
       bool clash = false;
@@ -453,11 +476,17 @@ class PostgresStore final : public EventStore {
         if (e.id_given) ids.insert(e.id);
       }
       total += r->events->size();
+      bytes += size;
       group.push_back(r);
-      queue_.pop_front();
     }
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(group.size()));
     return group;
   }
+
+  // PostgreSQL refuses a parameter over 1 GB; groups stay well below it, so one large append cannot make
+  // the appends grouped with it fail. An append larger than this on its own still goes alone.
+  static constexpr std::size_t kMaxGroupBytes = 64u << 20;
+
 
   void run_group(const std::vector<Request*>& group) {
     using namespace detail::pg;
