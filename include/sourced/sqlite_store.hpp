@@ -6,6 +6,7 @@
 // fails alone. The schema is documented in docs/sqlite.md.
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,9 @@ struct SqliteOptions {
   std::size_t max_group_events = 20000;
   // Milliseconds to wait for another process's write lock before failing.
   int busy_timeout_ms = 10000;
+  // The most the database file may grow to, in bytes (0: no limit). An append that would pass it fails
+  // with StorageError ("database or disk is full") and writes nothing; appends grouped with it go on.
+  std::uint64_t max_size_bytes = 0;
 };
 
 std::unique_ptr<EventStore> open_sqlite_store(const std::string& path, SqliteOptions options = {});

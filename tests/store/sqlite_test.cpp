@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <fstream>
+#include <atomic>
 #include <thread>
 
 #include "store/engines.hpp"
@@ -78,6 +79,39 @@ TEST(SqliteStore, AWaiterSeesAppendsOfAnotherStoreObjectOnTheSameFile) {
   });
   EXPECT_EQ(waiter->wait_for_events_after(Position(0), std::chrono::seconds(30)), Position(1));
   t.join();
+}
+
+TEST(SqliteStore, AnAppendThatFillsTheFileFailsAloneAndWritesNothing) {
+  TempDir dir;
+  auto path = (dir.path() / "small.db").string();
+  SqliteOptions options;
+  options.max_size_bytes = 1 << 20;
+  auto store = open_sqlite_store(path, options);
+  EventData huge = event("Huge", std::string(4 << 20, 'x'));
+  for (int round = 0; round < 5; ++round) {
+    std::atomic<int> small_ok{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        store->append("small-" + std::to_string(t), ExpectedVersion::any(), {event("Small"), event("Small")});
+        ++small_ok;
+      });
+    }
+    try {
+      store->append("big", ExpectedVersion::any(), {event("Before"), huge});
+      FAIL() << "a 4 MB event cannot fit in a 1 MB file";
+    } catch (const StorageError& e) {
+      EXPECT_NE(std::string(e.what()).find("full"), std::string::npos) << e.what();
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(small_ok.load(), 8);
+  }
+  EXPECT_EQ(store->read_stream("big").state(), EventReader::State::stream_not_found) << "nothing of it was written";
+  auto all = store->read_all().to_vector();
+  ASSERT_EQ(all.size(), 5u * 8 * 2);
+  for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i].position.value(), i + 1);
+  store.reset();
+  EXPECT_EQ(open_sqlite_store(path)->head_position(), Position(80));
 }
 
 TEST(SqliteStore, OpenStoreUnderstandsPathsAndMemory) {

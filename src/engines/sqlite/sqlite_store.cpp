@@ -203,6 +203,14 @@ class SqliteStore final : public EventStore {
     writer_.exec(options.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     writer_.exec("PRAGMA foreign_keys=OFF");
     writer_.exec("PRAGMA cache_size=-65536");
+    if (options.max_size_bytes > 0) {
+      Statement& page = writer_.prepare("PRAGMA page_size");
+      page.step();
+      std::uint64_t page_size = static_cast<std::uint64_t>(page.int64(0));
+      page.reset();
+      writer_.exec(fmt::format("PRAGMA max_page_count={}", std::max<std::uint64_t>(1, options.max_size_bytes / page_size))
+                       .c_str());
+    }
     migrate();
     shared_ = std::make_shared<Shared>(path, options);
     // Checkpoints copy the WAL into the database file and sync it: done by the committing thread (SQLite's
