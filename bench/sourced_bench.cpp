@@ -62,23 +62,17 @@ std::string fmt_us(double us) {
   return fmt::format("{:.0f} µs", us);
 }
 
-long peak_rss_kib() {
+// A "VmXXX:" field of /proc/self/status, in KiB.
+long status_kib(std::string_view field) {
   std::ifstream f("/proc/self/status");
   std::string line;
   while (std::getline(f, line)) {
-    if (line.starts_with("VmHWM:")) return std::stol(line.substr(6));
+    if (line.starts_with(field)) return std::stol(line.substr(field.size()));
   }
   return -1;
 }
-
-long current_rss_kib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
-  }
-  return -1;
-}
+long peak_rss_kib() { return status_kib("VmHWM:"); }
+long current_rss_kib() { return status_kib("VmRSS:"); }
 
 void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
