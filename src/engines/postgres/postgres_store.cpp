@@ -14,6 +14,7 @@
 #include "engines/postgres/pg_connection.hpp"
 #include "engines/postgres/pg_schema.hpp"
 #include "store/append_rules.hpp"
+#include "store/commit_signal.hpp"
 
 namespace sourced {
 namespace {
@@ -353,6 +354,11 @@ class PostgresStore final : public EventStore {
     return Position(static_cast<std::uint64_t>(r.int8(0, 0)));
   }
 
+  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout) override {
+    // This process's appends wake waiters at once; other processes' are seen by polling the head.
+    return commit_signal_.wait(after, timeout, [this] { return head_position(); });
+  }
+
   StoreStats stats() override {
     Params none;
     Result r = shared_->run(kStats, none, Format::text, "reading statistics");
@@ -420,6 +426,7 @@ class PostgresStore final : public EventStore {
           if (!r->error) r->error = std::current_exception();
         }
       }
+      commit_signal_.committed();
       for (Request* r : group) {
         if (r == &req) {
           mine = true;
@@ -622,6 +629,7 @@ class PostgresStore final : public EventStore {
   }
 
   std::shared_ptr<Shared> shared_;
+  detail::CommitSignal commit_signal_;
   std::mutex mu_;
   std::deque<Request*> queue_;
   bool leader_active_ = false;

@@ -12,6 +12,7 @@
 
 #include "engines/sqlite/sqlite_db.hpp"
 #include "store/append_rules.hpp"
+#include "store/commit_signal.hpp"
 
 namespace sourced {
 namespace {
@@ -309,20 +310,7 @@ class SqliteStore final : public EventStore {
 
   Position wait_for_events_after(Position after, std::chrono::milliseconds timeout) override {
     // Our own commits wake us at once; other processes' commits are seen by polling every 50 ms.
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      std::uint64_t seen;
-      {
-        std::lock_guard lock(appended_mu_);
-        seen = commits_;
-      }
-      Position head = head_position();
-      auto now = std::chrono::steady_clock::now();
-      if (head > after || now >= deadline) return head;
-      std::unique_lock lock(appended_mu_);
-      appended_cv_.wait_until(lock, std::min(deadline, now + std::chrono::milliseconds(50)),
-                              [&] { return commits_ != seen; });
-    }
+    return commit_signal_.wait(after, timeout, [this] { return head_position(); });
   }
 
   StoreStats stats() override {
@@ -405,11 +393,7 @@ class SqliteStore final : public EventStore {
       }
       lock.unlock();
       run_group(group);
-      {
-        std::lock_guard appended_lock(appended_mu_);
-        ++commits_;
-      }
-      appended_cv_.notify_all();
+      commit_signal_.committed();
       // Each request is woken under its own mutex (which keeps it alive until notify_one returns), so
       // waking a large group never holds up threads that are queueing the next one.
       for (Request* r : group) {
@@ -612,9 +596,7 @@ class SqliteStore final : public EventStore {
   std::thread writer_thread_;
   std::uint64_t next_position_ = 0;  // valid inside a group's transaction only
   bool writing_ = false;             // the running request has started writing
-  std::mutex appended_mu_;
-  std::condition_variable appended_cv_;
-  std::uint64_t commits_ = 0;  // groups committed (or tried): wakes wait_for_events_after
+  detail::CommitSignal commit_signal_;
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
   bool checkpoint_wanted_ = false;
