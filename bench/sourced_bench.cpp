@@ -5,9 +5,6 @@
 // Without --store, a fresh SQLite file in a temporary directory (durable settings) is used and removed.
 // Events carry ~200 bytes of JSON data and ~60 of metadata and go to 10,000 streams.
 
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -18,6 +15,8 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "sourced/store.hpp"
 
@@ -148,8 +147,8 @@ void bench_read_stream(EventStore& store, int readers, double seconds) {
     if (n != 1000 || bytes == 0) throw std::runtime_error("short read of the 1,000-event stream");
     return n;
   });
-  fmt::print("| read 1,000-event stream | {:>3} readers | {} ev/s | p50 {:>9} | p99 {:>9} per stream read |\n",
-             readers, fmt_rate(run.events / run.seconds), fmt_us(run.latency.pct(0.5)), fmt_us(run.latency.pct(0.99)));
+  fmt::print("| read 1,000-event stream | {:>3} readers | {} ev/s | p50 {:>9} | p99 {:>9} per stream read |\n", readers,
+             fmt_rate(run.events / run.seconds), fmt_us(run.latency.pct(0.5)), fmt_us(run.latency.pct(0.99)));
   std::fflush(stdout);
 }
 
@@ -214,7 +213,8 @@ int main(int argc, char** argv) {
   std::string only;
   std::uint64_t memory_events = 0;
   std::vector<int> writer_counts = {1, 10, 100}, batch_sizes = {1, 10, 100, 1000};
-  app.add_option("--store", location, "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
+  app.add_option("--store", location,
+                 "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
   app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
   app.add_option("--only", only, "Run only this group: append, read or memory");
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
@@ -244,7 +244,7 @@ int main(int argc, char** argv) {
       for (int readers : {1, 10, 100}) bench_read_all(*store, readers);
     }
     if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
-    struct rusage ru{};
+    struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
     fmt::print("\npeak RSS of the whole run: {:.1f} MiB\n", ru.ru_maxrss / 1024.0);
   } catch (const std::exception& e) {

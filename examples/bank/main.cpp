@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
     store->append("account-ada", ExpectedVersion::exact(teller1.version), {std::get<EventData>(withdraw(teller1, 70))});
     fmt::print("Teller 1 withdrew 70 at version {}\n", teller1.version.value());
     try {
-      store->append("account-ada", ExpectedVersion::exact(teller2.version), {std::get<EventData>(withdraw(teller2, 50))});
+      store->append("account-ada", ExpectedVersion::exact(teller2.version),
+                    {std::get<EventData>(withdraw(teller2, 50))});
     } catch (const WrongExpectedVersion& e) {
       fmt::print("Teller 2 was refused: {}\n", e.what());
       Account fresh = load(*store, "account-ada");

@@ -34,8 +34,7 @@ class PageSource {
   // Puts into `out` (cleared first) up to `limit` events whose key (version for a stream, position for
   // `$all`) is >= `from` when reading forward, or <= `from` when reading backward, in that order. Fewer
   // than `limit` events means the end was reached.
-  virtual void fetch(std::uint64_t from, Direction direction, std::size_t limit,
-                     std::vector<RecordedEvent>& out) = 0;
+  virtual void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) = 0;
 };
 }  // namespace detail
 

@@ -56,8 +56,7 @@ concept SerializerFor = requires(const T& value, std::string_view bytes) {
 
 // An event to append whose data is `data` serialized with S.
 template <class T, class S = JsonSerializer>
-  requires SerializerFor<S, T>
-EventData to_event_data(std::string type, const T& data) {
+requires SerializerFor<S, T> EventData to_event_data(std::string type, const T& data) {
   EventData e;
   e.type = std::move(type);
   e.data = S::serialize(data);
@@ -66,8 +65,7 @@ EventData to_event_data(std::string type, const T& data) {
 
 // The event's data as a T. Throws SerializationError naming the event when it cannot be read.
 template <class T, class S = JsonSerializer>
-  requires SerializerFor<S, T>
-T event_data_as(const RecordedEvent& event) {
+requires SerializerFor<S, T> T event_data_as(const RecordedEvent& event) {
   try {
     return S::template deserialize<T>(event.data);
   } catch (const SerializationError& e) {

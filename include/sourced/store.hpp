@@ -89,8 +89,7 @@ class EventStore {
   // it was tombstoned, InvalidArgument for a bad stream id or event, DuplicateEventId when an id is
   // stored elsewhere. Repeating an append (same ids, same place) returns the first result. When this
   // returns, the events are durable.
-  virtual AppendResult append(std::string_view stream, ExpectedVersion expected,
-                              std::span<const EventData> events) = 0;
+  virtual AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) = 0;
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::initializer_list<EventData> events) {
     return append(stream, expected, std::span<const EventData>(events.begin(), events.size()));
   }

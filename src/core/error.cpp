@@ -7,10 +7,14 @@ namespace {
 
 std::string describe_expected(ExpectedVersion e) {
   switch (e.kind()) {
-    case ExpectedVersion::Kind::any: return "any version";
-    case ExpectedVersion::Kind::no_stream: return "no stream";
-    case ExpectedVersion::Kind::stream_exists: return "an existing stream";
-    case ExpectedVersion::Kind::exact: return fmt::format("version {}", e.version().value());
+    case ExpectedVersion::Kind::any:
+      return "any version";
+    case ExpectedVersion::Kind::no_stream:
+      return "no stream";
+    case ExpectedVersion::Kind::stream_exists:
+      return "an existing stream";
+    case ExpectedVersion::Kind::exact:
+      return fmt::format("version {}", e.version().value());
   }
   return "?";
 }
@@ -40,8 +44,7 @@ StreamDeleted::StreamDeleted(std::string stream)
             fmt::format("stream '{}' was deleted permanently (tombstoned) and cannot be read or written", stream)),
       stream_(std::move(stream)) {}
 
-DuplicateEventId::DuplicateEventId(Uuid id, std::string stream, std::string stored_stream,
-                                   StreamVersion stored_version)
+DuplicateEventId::DuplicateEventId(Uuid id, std::string stream, std::string stored_stream, StreamVersion stored_version)
     : Error(ErrorCode::duplicate_event_id,
             fmt::format("cannot append event {} to stream '{}': that id is already stored as version {} of "
                         "stream '{}'",

@@ -31,9 +31,9 @@ Uuid Uuid::v7() {
   static std::mutex mu;
   static std::uint64_t last_ms = 0;
   static std::uint64_t counter = 0;
-  std::uint64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+  std::uint64_t ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
   std::uint64_t seq;
   {
     std::lock_guard lock(mu);

@@ -15,9 +15,10 @@ void validate_stream_id(std::string_view stream) {
 std::vector<PreparedEvent> prepare_append(std::string_view stream, std::span<const EventData> events) {
   validate_stream_id(stream);
   if (is_system_stream(stream)) {
-    throw InvalidArgument(fmt::format("stream '{}' is reserved for the system: ids starting with '$' cannot be "
-                                      "written",
-                                      stream));
+    throw InvalidArgument(
+        fmt::format("stream '{}' is reserved for the system: ids starting with '$' cannot be "
+                    "written",
+                    stream));
   }
   std::vector<PreparedEvent> out;
   out.reserve(events.size());
@@ -33,8 +34,8 @@ std::vector<PreparedEvent> prepare_append(std::string_view stream, std::span<con
     }
     PreparedEvent p{&e, e.id ? *e.id : Uuid::v7(), e.id.has_value()};
     if (p.id_given && !seen.insert(p.id).second) {
-      throw InvalidArgument(fmt::format("the append to stream '{}' contains event id {} twice", stream,
-                                        p.id.to_string()));
+      throw InvalidArgument(
+          fmt::format("the append to stream '{}' contains event id {} twice", stream, p.id.to_string()));
     }
     out.push_back(p);
   }
@@ -45,10 +46,18 @@ void check_expected(std::string_view stream, const StreamState& state, ExpectedV
   if (state.tombstoned) throw StreamDeleted(std::string(stream));
   bool ok = false;
   switch (expected.kind()) {
-    case ExpectedVersion::Kind::any: ok = true; break;
-    case ExpectedVersion::Kind::no_stream: ok = !state.has_visible_events(); break;
-    case ExpectedVersion::Kind::stream_exists: ok = state.has_visible_events(); break;
-    case ExpectedVersion::Kind::exact: ok = expected.version() == state.last; break;
+    case ExpectedVersion::Kind::any:
+      ok = true;
+      break;
+    case ExpectedVersion::Kind::no_stream:
+      ok = !state.has_visible_events();
+      break;
+    case ExpectedVersion::Kind::stream_exists:
+      ok = state.has_visible_events();
+      break;
+    case ExpectedVersion::Kind::exact:
+      ok = expected.version() == state.last;
+      break;
   }
   if (!ok) {
     std::optional<StreamVersion> actual;
@@ -83,14 +92,20 @@ std::optional<AppendResult> check_replay(std::string_view stream, const StreamSt
   }
   bool matches = false;
   switch (expected.kind()) {
-    case ExpectedVersion::Kind::any: matches = true; break;
-    case ExpectedVersion::Kind::stream_exists: matches = true; break;
+    case ExpectedVersion::Kind::any:
+      matches = true;
+      break;
+    case ExpectedVersion::Kind::stream_exists:
+      matches = true;
+      break;
     // The append found no visible event before it: it was the first, or everything before it is hidden
     // (it followed a soft delete).
     case ExpectedVersion::Kind::no_stream:
       matches = first.version.value() - 1 <= state.hidden_through.value();
       break;
-    case ExpectedVersion::Kind::exact: matches = expected.version().value() + 1 == first.version.value(); break;
+    case ExpectedVersion::Kind::exact:
+      matches = expected.version().value() + 1 == first.version.value();
+      break;
   }
   if (!matches) {
     // The events are stored, but not where this writer expected: it is a different append.

@@ -22,8 +22,8 @@ struct PreparedEvent {
 
 // A stream as an engine sees it when it appends or deletes.
 struct StreamState {
-  bool exists = false;          // the stream has a record (it was written or tombstoned)
-  StreamVersion last;           // highest version written
+  bool exists = false;           // the stream has a record (it was written or tombstoned)
+  StreamVersion last;            // highest version written
   StreamVersion hidden_through;  // versions <= this were soft-deleted
   bool tombstoned = false;
 

@@ -19,7 +19,8 @@ Position EventStore::wait_for_events_after(Position after, std::chrono::millisec
   for (;;) {
     Position head = head_position();
     if (head > after || std::chrono::steady_clock::now() >= deadline) return head;
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - std::chrono::steady_clock::now()));
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(pause, deadline - std::chrono::steady_clock::now()));
     pause = std::min(pause * 2, std::chrono::milliseconds(50));
   }
 }
@@ -34,7 +35,8 @@ std::unique_ptr<EventStore> open_store(std::string_view location) {
 #endif
   }
   if (location.starts_with("sqlite:")) location.remove_prefix(7);
-  if (location.empty()) throw InvalidArgument("the store location is empty: give a SQLite file path or a postgres:// URL");
+  if (location.empty())
+    throw InvalidArgument("the store location is empty: give a SQLite file path or a postgres:// URL");
   return open_sqlite_store(std::string(location));
 }
 

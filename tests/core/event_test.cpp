@@ -18,10 +18,10 @@ TEST(StreamId, RejectsEmptyLongControlAndInvalidUtf8) {
   EXPECT_TRUE(stream_id_problem("a\nb"));
   EXPECT_TRUE(stream_id_problem(std::string("a\0b", 3)));
   EXPECT_TRUE(stream_id_problem("a\x7F"));
-  EXPECT_TRUE(stream_id_problem("a\xC2\x85"));        // C1 control (NEL)
-  EXPECT_TRUE(stream_id_problem("\xC3"));             // truncated sequence
-  EXPECT_TRUE(stream_id_problem("\xC0\xAF"));         // overlong
-  EXPECT_TRUE(stream_id_problem("\xED\xA0\x80"));     // surrogate
+  EXPECT_TRUE(stream_id_problem("a\xC2\x85"));     // C1 control (NEL)
+  EXPECT_TRUE(stream_id_problem("\xC3"));          // truncated sequence
+  EXPECT_TRUE(stream_id_problem("\xC0\xAF"));      // overlong
+  EXPECT_TRUE(stream_id_problem("\xED\xA0\x80"));  // surrogate
   EXPECT_TRUE(stream_id_problem("\xFF"));
 }
 

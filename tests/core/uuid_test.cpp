@@ -1,8 +1,8 @@
 #include "sourced/uuid.hpp"
 
-#include <gtest/gtest.h>
-
 #include <set>
+
+#include <gtest/gtest.h>
 
 using sourced::Uuid;
 

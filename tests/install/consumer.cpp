@@ -1,6 +1,6 @@
-#include <sourced/memory_store.hpp>
-
 #include <cstdio>
+
+#include <sourced/memory_store.hpp>
 
 int main() {
   auto store = sourced::open_memory_store();

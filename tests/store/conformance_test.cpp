@@ -1,12 +1,12 @@
 // The contract every engine honours (../ARCHITECTURE "Semantics every engine must honour"), run against
 // each engine in tests/store/engines.hpp.
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <map>
 #include <set>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "store/engines.hpp"
 

@@ -2,19 +2,17 @@
 // killed with SIGKILL at random moments, many times. After each kill the store must open, hold every
 // acknowledged event where it was acknowledged, contain no half-written append, and have gapless positions.
 
-#include <gtest/gtest.h>
-
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <map>
 #include <random>
 #include <sstream>
 
+#include <fcntl.h>
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "store/engines.hpp"
 

@@ -4,14 +4,14 @@
 // Each event's data names its batch, its index and the batch size, so the parent can tell a half-written
 // append from a whole one.
 
-#include <unistd.h>
-
 #include <cstdio>
 #include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include "sourced/sqlite_store.hpp"
 
@@ -36,8 +36,8 @@ int main(int argc, char** argv) {
         for (std::size_t i = 0; i < size; ++i) {
           events.push_back({.type = "Written",
                             .data = "{\"batch\":\"" + batch.to_string() + "\",\"index\":" + std::to_string(i) +
-                                    ",\"size\":" + std::to_string(size) + ",\"pad\":\"" + std::string(rng() % 300, 'x') +
-                                    "\"}"});
+                                    ",\"size\":" + std::to_string(size) + ",\"pad\":\"" +
+                                    std::string(rng() % 300, 'x') + "\"}"});
         }
         auto r = store->append(stream, ExpectedVersion::any(), events);
         std::string line = batch.to_string() + " " + stream + " " + std::to_string(r.first_version.value()) + " " +

@@ -18,9 +18,9 @@
 #include "sourced/sqlite_store.hpp"
 #include "sourced/store.hpp"
 #ifdef SOURCED_WITH_POSTGRES
-#include <libpq-fe.h>
-
 #include <random>
+
+#include <libpq-fe.h>
 
 #include "sourced/postgres_store.hpp"
 #endif
@@ -97,7 +97,8 @@ inline std::string pg_admin_exec(const std::string& url, const std::string& sql)
   if (PQstatus(c) != CONNECTION_OK) {
     error = PQerrorMessage(c);
   } else {
-    PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);  // "drop cascades to ..." is expected
+    PQsetNoticeProcessor(
+        c, [](void*, const char*) {}, nullptr);  // "drop cascades to ..." is expected
     PGresult* r = PQexec(c, sql.c_str());
     auto st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) error = PQerrorMessage(c);

@@ -1,10 +1,10 @@
 // Model-based test: random sequences of appends, deletes and reads run on each engine and on a tiny
 // model written here; every outcome (result or error) and every read must agree.
 
-#include <gtest/gtest.h>
-
 #include <map>
 #include <random>
+
+#include <gtest/gtest.h>
 
 #include "store/engines.hpp"
 
@@ -77,10 +77,14 @@ struct Model {
 
   static bool expected_ok(ExpectedVersion ev, std::uint64_t last, bool visible) {
     switch (ev.kind()) {
-      case ExpectedVersion::Kind::any: return true;
-      case ExpectedVersion::Kind::no_stream: return !visible;
-      case ExpectedVersion::Kind::stream_exists: return visible;
-      case ExpectedVersion::Kind::exact: return ev.version().value() == last;
+      case ExpectedVersion::Kind::any:
+        return true;
+      case ExpectedVersion::Kind::no_stream:
+        return !visible;
+      case ExpectedVersion::Kind::stream_exists:
+        return visible;
+      case ExpectedVersion::Kind::exact:
+        return ev.version().value() == last;
     }
     return false;
   }
@@ -116,11 +120,16 @@ TEST_P(ModelBased, RandomOperationsAgreeWithTheModel) {
     auto current = model.streams.count(s) ? model.streams[s].last : 0;
     auto random_expected = [&]() {
       switch (pick(5)) {
-        case 0: return ExpectedVersion::any();
-        case 1: return ExpectedVersion::no_stream();
-        case 2: return ExpectedVersion::stream_exists();
-        case 3: return ExpectedVersion::exact(current);
-        default: return ExpectedVersion::exact(pick(current + 2));
+        case 0:
+          return ExpectedVersion::any();
+        case 1:
+          return ExpectedVersion::no_stream();
+        case 2:
+          return ExpectedVersion::stream_exists();
+        case 3:
+          return ExpectedVersion::exact(current);
+        default:
+          return ExpectedVersion::exact(pick(current + 2));
       }
     };
     if (op < 60) {
@@ -171,9 +180,9 @@ TEST_P(ModelBased, RandomOperationsAgreeWithTheModel) {
         EXPECT_THROW(store->read_stream(s), StreamDeleted);
         continue;
       }
-      auto reader = store->read_stream(
-          s, {.direction = forward ? Direction::forward : Direction::backward, .from = StreamVersion(from),
-              .max_count = count});
+      auto reader = store->read_stream(s, {.direction = forward ? Direction::forward : Direction::backward,
+                                           .from = StreamVersion(from),
+                                           .max_count = count});
       bool visible = it != model.streams.end() && it->second.last > it->second.hidden;
       ASSERT_EQ(reader.state() == EventReader::State::ok, visible);
       if (!visible) continue;
@@ -205,7 +214,8 @@ TEST_P(ModelBased, RandomOperationsAgreeWithTheModel) {
       }
       std::vector<std::uint64_t> got;
       for (const auto& e : store->read_all({.direction = forward ? Direction::forward : Direction::backward,
-                                            .from = Position(from), .max_count = count})) {
+                           .from = Position(from),
+                           .max_count = count})) {
         got.push_back(e.position.value());
         const auto& m = model.log[e.position.value() - 1];
         EXPECT_EQ(e.stream, m.stream);

@@ -1,18 +1,17 @@
 // PostgreSQL-specific behaviour: ordering across processes, lost connections, clear errors, the schema.
 // Tests that need a server use SOURCED_TEST_PG and skip, saying so, when it is unset.
 
-#include <gtest/gtest.h>
-
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-
 #include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include "store/engines.hpp"
 
@@ -21,9 +20,9 @@ extern char** environ;
 namespace sourced::testing {
 namespace {
 
-#define REQUIRE_PG()                                     \
-  auto pg_url_opt = test_pg_url();                       \
-  if (!pg_url_opt) GTEST_SKIP() << pg_skip_message();    \
+#define REQUIRE_PG()                                  \
+  auto pg_url_opt = test_pg_url();                    \
+  if (!pg_url_opt) GTEST_SKIP() << pg_skip_message(); \
   const std::string& pg_url = *pg_url_opt
 
 // A URL with one more query parameter.
@@ -156,8 +155,8 @@ TEST(PostgresOrdering, ManyProcessesAndThreadsAndOneReaderSeeEveryEventOnceInOrd
   EXPECT_GT(acknowledged, 1000u) << "the writers barely wrote anything";
   EXPECT_GT(polls_with_events, 10u) << "the reader did not overlap with the writers";
   std::cout << "[ ordering ] " << acknowledged << " events from " << kProcesses << " processes x " << kThreads
-            << " threads in " << kSeconds << " s (" << acknowledged / kSeconds << " events/s); " << polls
-            << " polls, " << polls_with_events << " with new events\n";
+            << " threads in " << kSeconds << " s (" << acknowledged / kSeconds << " events/s); " << polls << " polls, "
+            << polls_with_events << " with new events\n";
 }
 
 TEST(PostgresGroupCommit, ManyAppendsToFewStreamsInOneGroupKeepVersionsAndPositionsContiguous) {
@@ -300,8 +299,8 @@ TEST(PostgresErrors, AServerThatIsDownGivesOneClearSentence) {
 }
 
 TEST(PostgresErrors, BadUrlsGiveOneClearSentence) {
-  for (std::string url : {"postgresql://[::1", "postgres://127.0.0.1:1/x?bogus=1", "postgres://127.0.0.1:1/x?pool_size=0",
-                          "postgres://127.0.0.1:notaport/x"}) {
+  for (std::string url : {"postgresql://[::1", "postgres://127.0.0.1:1/x?bogus=1",
+                          "postgres://127.0.0.1:1/x?pool_size=0", "postgres://127.0.0.1:notaport/x"}) {
     try {
       open_postgres_store(url);
       FAIL() << "expected ConnectionError for " << url;
@@ -412,11 +411,12 @@ TEST(PostgresSchema, StoresEventsAsDocumented) {
   e.id = Uuid::v4();
   e.correlation_id = Uuid::v7();
   store->append("account-1", ExpectedVersion::no_stream(), {e});
-  std::string q = "SELECT s.name || ' ' || e.version || ' ' || e.position || ' ' || e.id || ' ' || e.type || ' ' || "
-                  "convert_from(e.data, 'UTF8') || ' ' || e.correlation_id FROM \"" +
-                  schema.name + "\".events e JOIN \"" + schema.name + "\".streams s ON s.id = e.stream_id";
-  EXPECT_EQ(pg_scalar(pg_url, q), "account-1 1 1 " + e.id->to_string() + R"( Deposited {"amount":5} )" +
-                                      e.correlation_id->to_string());
+  std::string q =
+      "SELECT s.name || ' ' || e.version || ' ' || e.position || ' ' || e.id || ' ' || e.type || ' ' || "
+      "convert_from(e.data, 'UTF8') || ' ' || e.correlation_id FROM \"" +
+      schema.name + "\".events e JOIN \"" + schema.name + "\".streams s ON s.id = e.stream_id";
+  EXPECT_EQ(pg_scalar(pg_url, q),
+            "account-1 1 1 " + e.id->to_string() + R"( Deposited {"amount":5} )" + e.correlation_id->to_string());
 }
 
 // --- the CLI ------------------------------------------------------------------------------------------

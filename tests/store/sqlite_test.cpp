@@ -1,12 +1,11 @@
 // SQLite-specific behaviour: the file, its schema version, sharing it between store objects.
 
-#include <gtest/gtest.h>
-
-#include <sqlite3.h>
-
-#include <fstream>
 #include <atomic>
+#include <fstream>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "store/engines.hpp"
 
@@ -50,9 +49,7 @@ TEST(SqliteStore, RefusesAFileWithANewerSchema) {
 TEST(SqliteStore, RefusesAFileThatIsNotADatabase) {
   TempDir dir;
   auto path = dir.path() / "junk.db";
-  {
-    std::ofstream(path) << "this is not a database, just some text that is long enough to have a header";
-  }
+  { std::ofstream(path) << "this is not a database, just some text that is long enough to have a header"; }
   EXPECT_THROW(open_sqlite_store(path.string()), StorageError);
 }
 

@@ -1,11 +1,10 @@
 // The `sourced` binary, run as a user would: arguments, stdin, stdout, stderr and exit codes.
 
-#include <gtest/gtest.h>
-
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
 

@@ -24,14 +24,20 @@ struct UsageError : std::runtime_error {
 
 int exit_code_for(ErrorCode code) {
   switch (code) {
-    case ErrorCode::invalid_argument: return kUsage;
-    case ErrorCode::duplicate_event_id: return kUsage;
-    case ErrorCode::wrong_expected_version: return kWrongVersion;
-    case ErrorCode::stream_not_found: return kStreamNotFound;
-    case ErrorCode::stream_deleted: return kStreamDeleted;
+    case ErrorCode::invalid_argument:
+      return kUsage;
+    case ErrorCode::duplicate_event_id:
+      return kUsage;
+    case ErrorCode::wrong_expected_version:
+      return kWrongVersion;
+    case ErrorCode::stream_not_found:
+      return kStreamNotFound;
+    case ErrorCode::stream_deleted:
+      return kStreamDeleted;
     case ErrorCode::serialization:
     case ErrorCode::connection:
-    case ErrorCode::storage: return kFailure;
+    case ErrorCode::storage:
+      return kFailure;
   }
   return kFailure;
 }
@@ -39,8 +45,8 @@ int exit_code_for(ErrorCode code) {
 ExpectedVersion parse_expected(const std::string& text) {
   auto e = ExpectedVersion::parse(text);
   if (!e) {
-    throw UsageError(fmt::format("--expected must be any, no_stream, stream_exists or a version number, not '{}'",
-                                 text));
+    throw UsageError(
+        fmt::format("--expected must be any, no_stream, stream_exists or a version number, not '{}'", text));
   }
   return *e;
 }
@@ -84,9 +90,12 @@ json event_json(const RecordedEvent& e) {
 
 const char* status_name(StreamStatus s) {
   switch (s) {
-    case StreamStatus::active: return "active";
-    case StreamStatus::soft_deleted: return "soft_deleted";
-    case StreamStatus::tombstoned: return "tombstoned";
+    case StreamStatus::active:
+      return "active";
+    case StreamStatus::soft_deleted:
+      return "soft_deleted";
+    case StreamStatus::tombstoned:
+      return "tombstoned";
   }
   return "?";
 }
@@ -163,7 +172,8 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   read->add_option("--count", count, "Most events to read");
   read->add_flag("--backward", backward, "Read from the end towards the start");
   bool follow = false;
-  read->add_flag("--follow", follow, "After the last event, wait for new ones and print them as they come (Ctrl-C stops)");
+  read->add_flag("--follow", follow,
+                 "After the last event, wait for new ones and print them as they come (Ctrl-C stops)");
 
   auto* streams = app.add_subcommand("streams", "List streams as JSON lines");
   auto* info = app.add_subcommand("info", "Show one stream's version, event count and state");
@@ -264,10 +274,10 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
         auto reader = all ? store->read_all({.direction = dir,
                                              .from = has_from || follow ? std::optional(Position(next)) : std::nullopt,
                                              .max_count = left})
-                          : store->read_stream(stream, {.direction = dir,
-                                                        .from = has_from || follow ? std::optional(StreamVersion(next))
-                                                                                   : std::nullopt,
-                                                        .max_count = left});
+                          : store->read_stream(
+                                stream, {.direction = dir,
+                                         .from = has_from || follow ? std::optional(StreamVersion(next)) : std::nullopt,
+                                         .max_count = left});
         if (reader.state() == EventReader::State::stream_not_found) {
           if (must_exist) throw StreamNotFound(stream);
           return;
@@ -306,13 +316,19 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
     } else if (init->parsed()) {
       // Opening the store created or migrated it; report what is there.
       auto s = store->stats();
-      out << json{{"initialized", true}, {"engine", s.engine}, {"streams", s.streams}, {"events", s.events},
+      out << json{{"initialized", true},
+                  {"engine", s.engine},
+                  {"streams", s.streams},
+                  {"events", s.events},
                   {"head_position", s.head.value()}}
                  .dump()
           << "\n";
     } else if (stats->parsed()) {
       auto s = store->stats();
-      out << json{{"engine", missing_file ? "sqlite" : s.engine}, {"streams", s.streams}, {"events", s.events}, {"head_position", s.head.value()}}
+      out << json{{"engine", missing_file ? "sqlite" : s.engine},
+                  {"streams", s.streams},
+                  {"events", s.events},
+                  {"head_position", s.head.value()}}
                  .dump()
           << "\n";
     }

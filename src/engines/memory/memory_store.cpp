@@ -23,7 +23,7 @@ struct State {
   std::shared_mutex mu;
   std::condition_variable_any appended;  // notified after every append that wrote events
   std::map<std::string, Stream, std::less<>> streams;
-  std::deque<RecordedEvent> log;  // log[p - 1] is the event at position p
+  std::deque<RecordedEvent> log;                // log[p - 1] is the event at position p
   std::unordered_map<Uuid, std::uint64_t> ids;  // event id -> position
 };
 

@@ -1,10 +1,9 @@
 #include "engines/postgres/pg_connection.hpp"
 
-#include <poll.h>
-
 #include <charconv>
 
 #include <fmt/format.h>
+#include <poll.h>
 
 namespace sourced::detail::pg {
 namespace {
@@ -98,8 +97,7 @@ Target parse_target(const std::string& url) {
 }
 
 void ArrayParam::put32(std::uint32_t v) {
-  char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
-               static_cast<char>(v)};
+  char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
   body_.append(b, 4);
 }
 
@@ -203,9 +201,9 @@ Connection::Connection(const Target& target) : display_(target.display) {
   // URL may override them; the encoding comes after because the engine relies on UTF-8.
   // TCP keepalives and tcp_user_timeout bound how long a call can block on a link that died silently
   // (a partition sends no reset): about 30 s instead of the kernel's two hours.
-  const char* keywords[] = {"connect_timeout",     "application_name",  "keepalives",      "keepalives_idle",
-                            "keepalives_interval", "keepalives_count",  "tcp_user_timeout", "dbname",
-                            "client_encoding",     nullptr};
+  const char* keywords[] = {
+      "connect_timeout",  "application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+      "keepalives_count", "tcp_user_timeout", "dbname",     "client_encoding", nullptr};
   const char* values[] = {"10", "sourced", "1", "10", "5", "4", "30000", target.libpq_url.c_str(), "UTF8", nullptr};
   conn_ = PQconnectdbParams(keywords, values, 1);
   if (!conn_) throw ConnectionError(fmt::format("cannot connect to PostgreSQL at {}: out of memory", display_));

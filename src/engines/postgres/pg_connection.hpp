@@ -2,8 +2,6 @@
 // A thin layer over libpq for the PostgreSQL engine: connections that turn failures into sourced errors,
 // a pool that drops broken connections, and the binary wire formats the engine sends and reads.
 
-#include <libpq-fe.h>
-
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -13,6 +11,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <libpq-fe.h>
 
 #include "sourced/error.hpp"
 #include "sourced/event.hpp"
@@ -39,7 +39,7 @@ struct Target {
   std::string display;    // postgres://user@host:port/db, without the password: safe for error messages
   std::string user;
   std::string database;
-  std::optional<std::string> schema;  // ?schema=
+  std::optional<std::string> schema;     // ?schema=
   std::optional<std::size_t> pool_size;  // ?pool_size=
 };
 

@@ -180,9 +180,10 @@ void migrate(Connection& c, const Target& target, const std::string& schema) {
   int latest = latest_schema_version();
   int version = current_version(c, schema);
   auto newer = [&](int v) {
-    return StorageError(fmt::format("the sourced schema '{}' at {} has version {}, newer than this library's {}; "
-                                    "upgrade sourced",
-                                    schema, target.display, v, latest));
+    return StorageError(
+        fmt::format("the sourced schema '{}' at {} has version {}, newer than this library's {}; "
+                    "upgrade sourced",
+                    schema, target.display, v, latest));
   };
   if (version > latest) throw newer(version);
   if (version == latest) return;

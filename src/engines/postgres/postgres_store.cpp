@@ -1,12 +1,12 @@
 #include "sourced/postgres_store.hpp"
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <exception>
-#include <algorithm>
 #include <map>
-#include <unordered_map>
 #include <mutex>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <fmt/format.h>
@@ -55,30 +55,39 @@ struct Statements {
   explicit Statements(const std::string& schema) {
     auto s = [&](const std::string& sql) { return detail::pg::with_schema(sql, schema); };
     std::string cols = kEventColumns;
-    sql[kAppendGroup] = s("SELECT * FROM {schema}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
+    sql[kAppendGroup] =
+        s("SELECT * FROM {schema}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
     // $all pages return stream ids, not names: joining streams per row cost more than the rest of the
     // query, and the client caches the names (an id's name never changes).
-    sql[kReadAllForward] = s("SELECT " + cols + ", e.stream_id FROM {schema}.events e WHERE e.position >= $1 "
+    sql[kReadAllForward] = s("SELECT " + cols +
+                             ", e.stream_id FROM {schema}.events e WHERE e.position >= $1 "
                              "ORDER BY e.position LIMIT $2");
-    sql[kReadAllBackward] = s("SELECT " + cols + ", e.stream_id FROM {schema}.events e WHERE e.position <= $1 "
+    sql[kReadAllBackward] = s("SELECT " + cols +
+                              ", e.stream_id FROM {schema}.events e WHERE e.position <= $1 "
                               "ORDER BY e.position DESC LIMIT $2");
     sql[kStreamNames] = s("SELECT id, name FROM {schema}.streams WHERE id = ANY($1)");
-    sql[kReadStreamForward] = s("SELECT " + cols + " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version >= $2 "
+    sql[kReadStreamForward] = s("SELECT " + cols +
+                                " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version >= $2 "
                                 "ORDER BY e.version LIMIT $3");
-    sql[kReadStreamBackward] = s("SELECT " + cols + " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version <= $2 "
+    sql[kReadStreamBackward] = s("SELECT " + cols +
+                                 " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version <= $2 "
                                  "AND e.version > $4 ORDER BY e.version DESC LIMIT $3");
-    sql[kLoadStream] = s("SELECT id, last_version, hidden_through, tombstoned, created_at, updated_at "
-                         "FROM {schema}.streams WHERE name = $1");
+    sql[kLoadStream] =
+        s("SELECT id, last_version, hidden_through, tombstoned, created_at, updated_at "
+          "FROM {schema}.streams WHERE name = $1");
     sql[kLoadStreamForUpdate] = sql[kLoadStream] + " FOR UPDATE";
-    sql[kListStreams] = s("SELECT name, last_version, hidden_through, tombstoned, created_at, updated_at "
-                          "FROM {schema}.streams WHERE name > $1 ORDER BY name LIMIT $2");
+    sql[kListStreams] =
+        s("SELECT name, last_version, hidden_through, tombstoned, created_at, updated_at "
+          "FROM {schema}.streams WHERE name > $1 ORDER BY name LIMIT $2");
     sql[kHead] = s("SELECT position FROM {schema}.head");
     sql[kStats] = s("SELECT (SELECT count(*) FROM {schema}.streams), (SELECT position FROM {schema}.head)");
     sql[kLockHead] = s("SELECT position FROM {schema}.head FOR UPDATE");
-    sql[kCreateStream] = s("INSERT INTO {schema}.streams (name, last_version, hidden_through, tombstoned, created_at, "
-                           "updated_at) VALUES ($1, 0, 0, $2, clock_timestamp(), clock_timestamp())");
-    sql[kDeleteStream] = s("UPDATE {schema}.streams SET hidden_through = last_version, tombstoned = tombstoned OR $2, "
-                           "updated_at = clock_timestamp() WHERE id = $1");
+    sql[kCreateStream] =
+        s("INSERT INTO {schema}.streams (name, last_version, hidden_through, tombstoned, created_at, "
+          "updated_at) VALUES ($1, 0, 0, $2, clock_timestamp(), clock_timestamp())");
+    sql[kDeleteStream] =
+        s("UPDATE {schema}.streams SET hidden_through = last_version, tombstoned = tombstoned OR $2, "
+          "updated_at = clock_timestamp() WHERE id = $1");
   }
   std::string sql[kStatementCount];
 };
@@ -257,10 +266,14 @@ class StreamPages final : public detail::PageSource {
 
 int expected_kind(ExpectedVersion e) {
   switch (e.kind()) {
-    case ExpectedVersion::Kind::any: return 0;
-    case ExpectedVersion::Kind::no_stream: return 1;
-    case ExpectedVersion::Kind::stream_exists: return 2;
-    case ExpectedVersion::Kind::exact: return 3;
+    case ExpectedVersion::Kind::any:
+      return 0;
+    case ExpectedVersion::Kind::no_stream:
+      return 1;
+    case ExpectedVersion::Kind::stream_exists:
+      return 2;
+    case ExpectedVersion::Kind::exact:
+      return 3;
   }
   return 0;
 }
@@ -285,8 +298,8 @@ class PostgresStore final : public EventStore {
     detail::validate_stream_id(stream);
     auto row = shared_->load_stream(stream);
     detail::StreamState state = row ? row->state : detail::StreamState{};
-    auto pages = std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0,
-                                               state.hidden_through.value());
+    auto pages =
+        std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0, state.hidden_through.value());
     return detail::make_stream_reader(stream, state, options, std::move(pages), shared_->options.read_page_size);
   }
 
@@ -494,7 +507,6 @@ class PostgresStore final : public EventStore {
   // the appends grouped with it fail. An append larger than this on its own still goes alone.
   static constexpr std::size_t kMaxGroupBytes = 64u << 20;
 
-
   void run_group(const std::vector<Request*>& group) {
     using namespace detail::pg;
     ArrayParam streams(kTextOid), kinds(kInt4Oid), expected(kInt8Oid), starts(kInt4Oid), counts(kInt4Oid),
@@ -553,9 +565,10 @@ class PostgresStore final : public EventStore {
       result.emplace((*c)->prepared(kAppendGroup, shared_->statements.sql[kAppendGroup], p, Format::text, what));
     } catch (const ConnectionError& e) {
       // The statement ran in its own transaction: it committed whole or not at all.
-      auto err = std::make_exception_ptr(ConnectionError(
-          std::string(e.what()) + "; the append was committed whole or not at all: read the stream, or repeat the "
-                                  "append with the same event ids (which is idempotent), to find out which"));
+      auto err =
+          std::make_exception_ptr(ConnectionError(
+              std::string(e.what()) + "; the append was committed whole or not at all: read the stream, or repeat the "
+                                      "append with the same event ids (which is idempotent), to find out which"));
       for (Request* r : group) r->error = err;
       return;
     } catch (...) {
@@ -611,9 +624,10 @@ class PostgresStore final : public EventStore {
           r.result = *replay;
         } else {
           detail::check_expected(r.stream, state, r.expected);
-          throw StorageError(fmt::format("internal error: PostgreSQL declined the append to stream '{}' but the "
-                                         "append rules accept it",
-                                         r.stream));
+          throw StorageError(
+              fmt::format("internal error: PostgreSQL declined the append to stream '{}' but the "
+                          "append rules accept it",
+                          r.stream));
         }
       } catch (...) {
         r.error = std::current_exception();
@@ -621,9 +635,8 @@ class PostgresStore final : public EventStore {
     }
     for (std::size_t i = 0; i < group.size(); ++i) {
       if (!answered[i] && !group[i]->error) {
-        group[i]->error = std::make_exception_ptr(
-            StorageError(fmt::format("internal error: PostgreSQL returned no outcome for the append to stream '{}'",
-                                     group[i]->stream)));
+        group[i]->error = std::make_exception_ptr(StorageError(fmt::format(
+            "internal error: PostgreSQL returned no outcome for the append to stream '{}'", group[i]->stream)));
       }
     }
   }
@@ -652,9 +665,10 @@ std::unique_ptr<EventStore> open_postgres_store(const std::string& url, Postgres
   if (target.schema) options.schema = *target.schema;
   if (target.pool_size) options.pool_size = *target.pool_size;
   if (!is_plain_identifier(options.schema)) {
-    throw InvalidArgument(fmt::format("the PostgreSQL schema name '{}' must be 1 to 63 of a-z, 0-9 and _, not "
-                                      "starting with a digit",
-                                      options.schema));
+    throw InvalidArgument(
+        fmt::format("the PostgreSQL schema name '{}' must be 1 to 63 of a-z, 0-9 and _, not "
+                    "starting with a digit",
+                    options.schema));
   }
   if (options.pool_size == 0) throw InvalidArgument("the PostgreSQL pool_size must be at least 1");
   if (options.read_page_size == 0) options.read_page_size = 1;

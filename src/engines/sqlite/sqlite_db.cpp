@@ -22,8 +22,8 @@ Connection::Connection(const std::string& path, bool read_only, int busy_timeout
   int flags = SQLITE_OPEN_NOMUTEX | (read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
   if (rc != SQLITE_OK) {
-    std::string msg = fmt::format("cannot open SQLite store '{}': {}", path,
-                                  db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
+    std::string msg =
+        fmt::format("cannot open SQLite store '{}': {}", path, db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc));
     sqlite3_close(db_);
     db_ = nullptr;
     throw StorageError(msg);

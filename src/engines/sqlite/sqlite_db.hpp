@@ -2,8 +2,6 @@
 // Thin RAII wrappers over the SQLite C API: a connection with a cache of prepared statements, and a
 // pool of connections for readers. Errors become sourced::StorageError naming the file.
 
-#include <sqlite3.h>
-
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -12,6 +10,8 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include <sqlite3.h>
 
 #include "sourced/error.hpp"
 

@@ -121,7 +121,8 @@ void read_event(const Statement& st, int first, RecordedEvent& e) {
 }
 
 struct Shared {
-  Shared(std::string p, const SqliteOptions& o) : path(std::move(p)), readers(path, o.read_connections, o.busy_timeout_ms) {}
+  Shared(std::string p, const SqliteOptions& o)
+      : path(std::move(p)), readers(path, o.read_connections, o.busy_timeout_ms) {}
   std::string path;
   ConnectionPool readers;
 };
@@ -176,8 +177,8 @@ class StreamPages final : public detail::PageSource {
     bool forward = direction == Direction::forward;
     Statement& st = conn->prepare(forward ? kForward : kBackward);
     st.bind(1, stream_id_);
-    st.bind(2, static_cast<std::int64_t>(std::min<std::uint64_t>(forward ? std::max(from, hidden_ + 1) : from,
-                                                                  INT64_MAX)));
+    st.bind(
+        2, static_cast<std::int64_t>(std::min<std::uint64_t>(forward ? std::max(from, hidden_ + 1) : from, INT64_MAX)));
     st.bind(3, static_cast<std::int64_t>(limit));
     if (!forward) st.bind(4, static_cast<std::int64_t>(hidden_));
     while (n < limit && st.step()) {
@@ -209,8 +210,9 @@ class SqliteStore final : public EventStore {
       page.step();
       std::uint64_t page_size = static_cast<std::uint64_t>(page.int64(0));
       page.reset();
-      writer_.exec(fmt::format("PRAGMA max_page_count={}", std::max<std::uint64_t>(1, options.max_size_bytes / page_size))
-                       .c_str());
+      writer_.exec(
+          fmt::format("PRAGMA max_page_count={}", std::max<std::uint64_t>(1, options.max_size_bytes / page_size))
+              .c_str());
     }
     migrate();
     shared_ = std::make_shared<Shared>(path, options);
@@ -252,8 +254,8 @@ class SqliteStore final : public EventStore {
       row = load_stream(*conn, stream);
     }
     detail::StreamState state = row ? row->state : detail::StreamState{};
-    auto pages = std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0,
-                                               state.hidden_through.value());
+    auto pages =
+        std::make_shared<StreamPages>(shared_, std::string(stream), row ? row->id : 0, state.hidden_through.value());
     return detail::make_stream_reader(stream, state, options, std::move(pages), kPageSize);
   }
 
@@ -317,7 +319,8 @@ class SqliteStore final : public EventStore {
     auto conn = shared_->readers.acquire();
     StoreStats s;
     s.engine = "sqlite";
-    Statement& st = conn->prepare("SELECT (SELECT count(*) FROM streams), (SELECT coalesce(max(position), 0) FROM events)");
+    Statement& st =
+        conn->prepare("SELECT (SELECT count(*) FROM streams), (SELECT coalesce(max(position), 0) FROM events)");
     st.step();
     s.streams = st.int64(0);
     s.events = st.int64(1);
@@ -484,8 +487,8 @@ class SqliteStore final : public EventStore {
                              const std::vector<detail::PreparedEvent>& events) {
     auto row = load_stream(writer_, stream);
     detail::StreamState state = row ? row->state : detail::StreamState{};
-    if (auto replay = detail::check_replay(stream, state, expected, events,
-                                           [&](const Uuid& id) { return lookup_id(id); })) {
+    if (auto replay =
+            detail::check_replay(stream, state, expected, events, [&](const Uuid& id) { return lookup_id(id); })) {
       return *replay;
     }
     detail::check_expected(stream, state, expected);
