@@ -2,6 +2,7 @@
 // each engine in tests/store/engines.hpp.
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <set>
 #include <thread>
@@ -485,6 +486,47 @@ TEST_P(Conformance, ConflictsInsideAConcurrentGroupFailAlone) {
   auto all = read_all();
   EXPECT_EQ(all.size(), 2u + kThreads);
   for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i].position.value(), i + 1);
+}
+
+TEST_P(Conformance, APollingReaderSeesEveryEventOnceInOrderWhileWritersAppend) {
+  constexpr int kWriters = 4;
+  constexpr int kAppends = 150;
+  std::atomic<int> writers_done{0};
+  std::atomic<std::uint64_t> acknowledged{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < kAppends; ++i) {
+        std::vector<EventData> batch(1 + (i % 3), event("W"));
+        store().append("poll-" + std::to_string((w + i) % 7), ExpectedVersion::any(), batch);
+        acknowledged += batch.size();
+      }
+      ++writers_done;
+    });
+  }
+  std::uint64_t last = 0;
+  for (;;) {
+    bool finished = writers_done.load() == kWriters;  // read before polling: the last poll sees everything
+    for (const auto& e : store().read_all({.from = Position(last + 1)})) {
+      ASSERT_EQ(e.position.value(), last + 1) << "a reader must never skip a position or see one twice";
+      last = e.position.value();
+    }
+    if (finished) break;
+    store().wait_for_events_after(Position(last), std::chrono::milliseconds(20));
+  }
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(last, acknowledged.load());
+}
+
+TEST_P(Conformance, AReaderStartedBeforeMoreAppendsContinuesWithoutGapOrRepeat) {
+  append_n("s", 3000);
+  std::uint64_t expect = 1;
+  for (const auto& e : store().read_all()) {
+    ASSERT_EQ(e.position.value(), expect++);
+    if (expect == 1500) append_n("t", 500);
+  }
+  EXPECT_GE(expect - 1, 3000u);
+  EXPECT_LE(expect - 1, 3500u);
 }
 
 TEST_P(Conformance, AcknowledgedAppendsSurviveReopening) {
