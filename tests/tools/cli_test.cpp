@@ -206,6 +206,23 @@ TEST_F(Cli, FollowPrintsNewEventsAsTheyAreAppended) {
   EXPECT_EQ(run({"read", "f", "--follow", "--backward"}).code, 2);
 }
 
+TEST_F(Cli, PrintsEveryEventAsOneLineWhateverItsData) {
+  {
+    auto store = open_sqlite_store(store_);
+    store->append("raw", ExpectedVersion::any(),
+                  {event("Pretty", "{\n  \"a\": [1,\n 2]\n}"), event("Text", "plain \"text\"\nline2"),
+                   event("Empty", "", "")});
+  }
+  auto r = run({"read", "raw"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();  // parses each line: fails if any event spilled over two lines
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["data"], json::parse(R"({"a":[1,2]})"));
+  EXPECT_EQ(lines[1]["data"], "plain \"text\"\nline2");
+  EXPECT_TRUE(lines[2]["data"].is_null());
+  EXPECT_TRUE(lines[2]["metadata"].is_null());
+}
+
 TEST_F(Cli, TakesTheStoreFromTheEnvironment) {
   auto other = (dir_.path() / "env.db").string();
   std::string cmd = "SOURCED_STORE=" + quote(other) + " " + quote(SOURCED_CLI) + " append e --type A >/dev/null";

@@ -74,18 +74,34 @@ json as_json(const std::string& bytes) {
   return json(bytes);
 }
 
-json event_json(const RecordedEvent& e) {
-  json j = {{"stream", e.stream},
-            {"version", e.version.value()},
-            {"position", e.position.value()},
-            {"id", e.id.to_string()},
-            {"type", e.type},
-            {"data", as_json(e.data)},
-            {"metadata", as_json(e.metadata)},
-            {"created_at", format_timestamp(e.created_at)}};
-  if (e.correlation_id) j["correlation_id"] = e.correlation_id->to_string();
-  if (e.causation_id) j["causation_id"] = e.causation_id->to_string();
-  return j;
+// Appends `bytes` to `line` as a JSON value: the bytes themselves when they are one line of JSON (the
+// common case, no parse tree built), re-encoded JSON when they span lines, a string otherwise.
+void append_value(std::string& line, const std::string& bytes) {
+  if (bytes.empty()) {
+    line += "null";
+  } else if (bytes.find_first_of("\r\n") == std::string::npos && json::accept(bytes)) {
+    line += bytes;
+  } else {
+    line += as_json(bytes).dump();
+  }
+}
+
+// One event as a line of JSON, fields in a reading order (the stream, its coordinates, then the payload).
+std::string event_line(const RecordedEvent& e) {
+  std::string line = "{\"stream\":";
+  line += json(e.stream).dump();
+  line += fmt::format(",\"version\":{},\"position\":{},\"id\":\"{}\",\"type\":", e.version.value(),
+                      e.position.value(), e.id.to_string());
+  line += json(e.type).dump();
+  line += ",\"data\":";
+  append_value(line, e.data);
+  line += ",\"metadata\":";
+  append_value(line, e.metadata);
+  line += fmt::format(",\"created_at\":\"{}\"", format_timestamp(e.created_at));
+  if (e.correlation_id) line += fmt::format(",\"correlation_id\":\"{}\"", e.correlation_id->to_string());
+  if (e.causation_id) line += fmt::format(",\"causation_id\":\"{}\"", e.causation_id->to_string());
+  line += "}\n";
+  return line;
 }
 
 const char* status_name(StreamStatus s) {
@@ -283,7 +299,7 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
           return;
         }
         while (const RecordedEvent* e = reader.next()) {
-          out << event_json(*e).dump() << "\n";
+          out << event_line(*e);
           next = (all ? e->position.value() : e->version.value()) + 1;
           --left;
         }
