@@ -24,8 +24,9 @@ struct SqliteOptions {
   std::size_t max_group_events = 20000;
   // Milliseconds to wait for another process's write lock before failing.
   int busy_timeout_ms = 10000;
-  // The most the database file may grow to, in bytes (0: no limit). An append that would pass it fails
-  // with StorageError ("database or disk is full") and writes nothing; appends grouped with it go on.
+  // The most the database file may grow to, in bytes (0: no limit; SQLite's max_page_count). An append
+  // that would pass it fails with StorageError ("database or disk is full") and writes nothing; appends
+  // grouped with it go on. It cannot shrink a file already larger, and does not bound the WAL file.
   std::uint64_t max_size_bytes = 0;
 };
 

@@ -98,10 +98,10 @@ std::optional<AppendResult> check_replay(std::string_view stream, const StreamSt
     case ExpectedVersion::Kind::stream_exists:
       matches = true;
       break;
-    // The append found no visible event before it: it was the first, or everything before it is hidden
-    // (it followed a soft delete).
+    // The append found no visible event before it: it was the stream's first, or it directly followed
+    // the (latest) soft delete.
     case ExpectedVersion::Kind::no_stream:
-      matches = first.version.value() - 1 <= state.hidden_through.value();
+      matches = first.version.value() == 1 || first.version.value() - 1 == state.hidden_through.value();
       break;
     case ExpectedVersion::Kind::exact:
       matches = expected.version().value() + 1 == first.version.value();

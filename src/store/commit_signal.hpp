@@ -12,6 +12,9 @@
 
 namespace sourced::detail {
 
+// About 30 years: long enough to mean "forever", short enough not to overflow steady_clock.
+inline constexpr std::int64_t kMaxWaitMs = 1'000'000'000'000;
+
 class CommitSignal {
  public:
   // Called after every commit (or attempt): wakes all waiters.
@@ -27,7 +30,8 @@ class CommitSignal {
   // it is read again after each local commit and at least every `poll`.
   Position wait(Position after, std::chrono::milliseconds timeout, const std::function<Position()>& head,
                 std::chrono::milliseconds poll = std::chrono::milliseconds(50)) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Clamped so that "wait forever" (milliseconds::max()) cannot overflow the clock.
+    auto deadline = std::chrono::steady_clock::now() + std::min(timeout, std::chrono::milliseconds(kMaxWaitMs));
     for (;;) {
       std::uint64_t seen;
       {

@@ -6,6 +6,7 @@
 
 #include "sourced/memory_store.hpp"
 #include "sourced/sqlite_store.hpp"
+#include "store/commit_signal.hpp"
 #ifdef SOURCED_WITH_POSTGRES
 #include "sourced/postgres_store.hpp"
 #endif
@@ -14,7 +15,7 @@ namespace sourced {
 
 Position EventStore::wait_for_events_after(Position after, std::chrono::milliseconds timeout) {
   // Engines without a notification of their own poll, backing off to 50 ms.
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto deadline = std::chrono::steady_clock::now() + std::min(timeout, std::chrono::milliseconds(detail::kMaxWaitMs));
   auto pause = std::chrono::milliseconds(1);
   for (;;) {
     Position head = head_position();

@@ -6,6 +6,11 @@
 
 using namespace sourced;
 
+TEST(StreamId, LimitsAreThoseOfTheContract) {
+  EXPECT_EQ(kMaxStreamIdBytes, 1000u);
+  EXPECT_EQ(kAllStream, "$all");
+}
+
 TEST(StreamId, AcceptsOrdinaryNamesAndUtf8) {
   EXPECT_FALSE(stream_id_problem("account-42"));
   EXPECT_FALSE(stream_id_problem("compte-\xC3\xA9t\xC3\xA9"));

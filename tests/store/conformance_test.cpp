@@ -190,6 +190,56 @@ TEST_P(Conformance, RepeatingAnAppendWithTheSameIdsReturnsTheFirstResult) {
   EXPECT_EQ(versions(read("s")), (V{1, 2, 3}));
 }
 
+TEST_P(Conformance, ConcurrentRepeatsOfOneAppendWriteItOnce) {
+  std::vector<EventData> batch = {event_with_id("A", Uuid::v4()), event_with_id("B", Uuid::v4())};
+  constexpr int kThreads = 8;
+  std::vector<AppendResult> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] { results[t] = store().append("once", ExpectedVersion::any(), batch); });
+  }
+  for (auto& th : threads) th.join();
+  int written = 0;
+  for (const auto& r : results) {
+    written += r.replayed ? 0 : 1;
+    EXPECT_EQ(r.first_position, results[0].first_position);
+    EXPECT_EQ(r.last_version, StreamVersion(2));
+  }
+  EXPECT_EQ(written, 1);
+  EXPECT_EQ(store().head_position(), Position(2));
+}
+
+TEST_P(Conformance, ConcurrentAppendsOfOneIdToDifferentStreamsLetOneWin) {
+  auto id = Uuid::v4();
+  constexpr int kThreads = 8;
+  std::atomic<int> wins{0}, duplicates{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        store().append("claim-" + std::to_string(t), ExpectedVersion::any(), {event_with_id("A", id)});
+        ++wins;
+      } catch (const DuplicateEventId&) {
+        ++duplicates;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wins.load(), 1);
+  EXPECT_EQ(duplicates.load(), kThreads - 1);
+  EXPECT_EQ(store().head_position(), Position(1));
+}
+
+TEST_P(Conformance, ANoStreamRepeatMustMatchWhereTheAppendWasWritten) {
+  append_n("s", 1);
+  std::vector<EventData> batch = {event_with_id("A", Uuid::v4())};
+  store().append("s", ExpectedVersion::exact(1), batch);  // written at version 2, after a visible event
+  store().delete_stream("s", ExpectedVersion::any(), DeleteMode::soft);
+  // The stream has no visible event now, but the batch was not written to an empty stream.
+  EXPECT_THROW(store().append("s", ExpectedVersion::no_stream(), batch), DuplicateEventId);
+  EXPECT_EQ(store().head_position(), Position(2));
+}
+
 TEST_P(Conformance, ReusingAnEventIdElsewhereIsAnError) {
   auto id = Uuid::v4();
   store().append("s", ExpectedVersion::any(), {event_with_id("A", id)});
@@ -366,6 +416,25 @@ TEST_P(Conformance, InvalidStreamIdsAndEventsAreRejectedClearly) {
   nil.id = Uuid();
   EXPECT_THROW(store().append("s", ExpectedVersion::any(), {nil}), InvalidArgument);
   EXPECT_EQ(store().head_position(), Position(0));
+}
+
+TEST_P(Conformance, TheLongestStreamIdWorksEverywhere) {
+  std::string id;
+  while (id.size() + 2 <= kMaxStreamIdBytes) id += "\xC3\xA9";  // é: 500 two-byte characters
+  ASSERT_EQ(id.size(), 1000u);
+  store().append(id, ExpectedVersion::no_stream(), {event("A")});
+  auto events = read(id);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].stream, id);
+  EXPECT_EQ(store().stream_info(id)->stream, id);
+  EXPECT_EQ(read_all()[0].stream, id);
+  EXPECT_THROW(store().append(id + "x", ExpectedVersion::any(), {event("A")}), InvalidArgument);
+}
+
+TEST_P(Conformance, SystemStreamsCannotBeDeletedAndReadAsMissing) {
+  EXPECT_THROW(store().delete_stream("$system", ExpectedVersion::any(), DeleteMode::soft), InvalidArgument);
+  EXPECT_THROW(store().delete_stream("$system", ExpectedVersion::any(), DeleteMode::tombstone), InvalidArgument);
+  EXPECT_EQ(store().read_stream("$system").state(), EventReader::State::stream_not_found);
 }
 
 TEST_P(Conformance, ListsStreamsInPagesAndReportsStats) {
@@ -551,8 +620,39 @@ TEST_P(Conformance, WaitingForNewEventsWakesOnAnAppendAndTimesOut) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     append_n("s", 1);
   });
+  auto start = std::chrono::steady_clock::now();
   EXPECT_EQ(store().wait_for_events_after(Position(2), std::chrono::seconds(30)), Position(3));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5))
+      << "woken by the append, not the timeout";
   writer.join();
+  EXPECT_EQ(store().wait_for_events_after(Position(3), std::chrono::milliseconds(0)),
+            Position(3));  // a zero timeout returns at once
+}
+
+TEST_P(Conformance, LocalAppendsWakeWaitersAtOnce) {
+  // 100 rounds of append-then-wake. Polling alone (50 ms) would take 5 s; wake-ups take ~1 ms each.
+  constexpr int kRounds = 100;
+  std::atomic<std::uint64_t> acknowledged{0};
+  std::thread writer([&] {
+    for (int i = 1; i <= kRounds; ++i) {
+      append_n("ping", 1);
+      while (acknowledged.load() < static_cast<std::uint64_t>(i)) std::this_thread::yield();
+    }
+  });
+  auto start = std::chrono::steady_clock::now();
+  Position last(0);
+  while (last.value() < kRounds) {
+    last = store().wait_for_events_after(last, std::chrono::seconds(10));
+    acknowledged = last.value();
+  }
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  writer.join();
+  EXPECT_LT(elapsed, std::chrono::seconds(4)) << "waiters were not woken by local commits";
+}
+
+TEST_P(Conformance, WaitingForeverIsAllowed) {
+  append_n("s", 1);
+  EXPECT_EQ(store().wait_for_events_after(Position(0), std::chrono::milliseconds::max()), Position(1));
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, Conformance, ::testing::ValuesIn(all_engines()),

@@ -49,7 +49,8 @@ struct Model {
         if (e.stream != s || e.version != first.version + i) return ErrorCode::duplicate_event_id;
       }
       bool matches = ev.kind() == ExpectedVersion::Kind::any || ev.kind() == ExpectedVersion::Kind::stream_exists ||
-                     (ev.kind() == ExpectedVersion::Kind::no_stream && first.version - 1 <= (st ? st->hidden : 0)) ||
+                     (ev.kind() == ExpectedVersion::Kind::no_stream &&
+                      (first.version == 1 || first.version - 1 == (st ? st->hidden : 0))) ||
                      (ev.kind() == ExpectedVersion::Kind::exact && ev.version().value() + 1 == first.version);
       if (!matches) {
         if (!expected_ok(ev, last, visible)) return ErrorCode::wrong_expected_version;

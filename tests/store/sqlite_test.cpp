@@ -111,6 +111,45 @@ TEST(SqliteStore, AnAppendThatFillsTheFileFailsAloneAndWritesNothing) {
   EXPECT_EQ(open_sqlite_store(path)->head_position(), Position(80));
 }
 
+TEST(SqliteStore, ConflictingAppendsQueuedIntoOneGroupFailAlone) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto store = open_sqlite_store(path);
+  store->append("hot", ExpectedVersion::no_stream(), {event("A")});
+  // Another connection holds the write lock, so the writer blocks and every append below queues up; when
+  // the lock goes, the queued appends run as one group.
+  sqlite3* blocker = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &blocker), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(blocker, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  constexpr int kThreads = 12;
+  std::atomic<int> wins{0}, conflicts{0}, own{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        store->append("hot", ExpectedVersion::exact(1), {event("Race")});
+        ++wins;
+      } catch (const WrongExpectedVersion&) {
+        ++conflicts;
+      }
+    });
+    threads.emplace_back([&, t] {
+      store->append("own-" + std::to_string(t), ExpectedVersion::no_stream(), {event("Mine"), event("Mine")});
+      ++own;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(sqlite3_exec(blocker, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(blocker);
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wins.load(), 1);
+  EXPECT_EQ(conflicts.load(), kThreads - 1);
+  EXPECT_EQ(own.load(), kThreads);
+  auto all = store->read_all().to_vector();
+  ASSERT_EQ(all.size(), 1u + 1 + 2 * kThreads);
+  for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i].position.value(), i + 1);
+}
+
 TEST(SqliteStore, OpenStoreUnderstandsPathsAndMemory) {
   TempDir dir;
   auto store = open_store("sqlite:" + (dir.path() / "x.db").string());

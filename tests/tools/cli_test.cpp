@@ -209,9 +209,9 @@ TEST_F(Cli, FollowPrintsNewEventsAsTheyAreAppended) {
 TEST_F(Cli, PrintsEveryEventAsOneLineWhateverItsData) {
   {
     auto store = open_sqlite_store(store_);
-    store->append("raw", ExpectedVersion::any(),
-                  {event("Pretty", "{\n  \"a\": [1,\n 2]\n}"), event("Text", "plain \"text\"\nline2"),
-                   event("Empty", "", "")});
+    store->append(
+        "raw", ExpectedVersion::any(),
+        {event("Pretty", "{\n  \"a\": [1,\n 2]\n}"), event("Text", "plain \"text\"\nline2"), event("Empty", "", "")});
   }
   auto r = run({"read", "raw"});
   ASSERT_EQ(r.code, 0) << r.err;

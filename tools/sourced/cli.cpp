@@ -90,8 +90,8 @@ void append_value(std::string& line, const std::string& bytes) {
 std::string event_line(const RecordedEvent& e) {
   std::string line = "{\"stream\":";
   line += json(e.stream).dump();
-  line += fmt::format(",\"version\":{},\"position\":{},\"id\":\"{}\",\"type\":", e.version.value(),
-                      e.position.value(), e.id.to_string());
+  line += fmt::format(",\"version\":{},\"position\":{},\"id\":\"{}\",\"type\":", e.version.value(), e.position.value(),
+                      e.id.to_string());
   line += json(e.type).dump();
   line += ",\"data\":";
   append_value(line, e.data);
@@ -224,9 +224,11 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
     if (read->parsed() && follow && backward) {
       throw UsageError("--follow reads forward, so it cannot be combined with --backward");
     }
+    if ((del->parsed() || append->parsed()) && stream_id_problem(stream)) {
+      throw UsageError("invalid stream id: " + *stream_id_problem(stream));
+    }
     std::vector<EventData> events;
     if (append->parsed()) {
-      if (auto problem = stream_id_problem(stream)) throw UsageError("invalid stream id: " + *problem);
       if (is_system_stream(stream)) {
         throw UsageError("stream '" + stream + "' is reserved for the system: ids starting with '$' cannot be written");
       }
@@ -299,7 +301,7 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
           return;
         }
         while (const RecordedEvent* e = reader.next()) {
-          out << event_line(*e);
+          if (!(out << event_line(*e))) throw std::runtime_error("could not write the output");
           next = (all ? e->position.value() : e->version.value()) + 1;
           --left;
         }

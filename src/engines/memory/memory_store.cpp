@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "store/append_rules.hpp"
+#include "store/commit_signal.hpp"
 
 namespace sourced {
 namespace {
@@ -190,7 +191,8 @@ class MemoryStore final : public EventStore {
 
   Position wait_for_events_after(Position after, std::chrono::milliseconds timeout) override {
     std::shared_lock lock(state_->mu);
-    state_->appended.wait_for(lock, timeout, [&] { return state_->log.size() > after.value(); });
+    state_->appended.wait_for(lock, std::min(timeout, std::chrono::milliseconds(detail::kMaxWaitMs)),
+                              [&] { return state_->log.size() > after.value(); });
     return Position(state_->log.size());
   }
 
