@@ -175,6 +175,7 @@ TEST_F(Cli, ReadingAStoreThatDoesNotExistDoesNotCreateIt) {
 }
 
 TEST_F(Cli, BadInputIsRejectedBeforeTheStoreIsCreated) {
+  EXPECT_EQ(run({"delete", "bad\nid"}).code, 2);
   EXPECT_EQ(run({"append", "s", "--type", "A", "--data", "{oops"}).code, 2);
   EXPECT_EQ(run({"append", "s", "--type", "A", "--expected", "later"}).code, 2);
   EXPECT_EQ(run({"append", "bad\nid", "--type", "A"}).code, 2);
@@ -186,24 +187,45 @@ TEST_F(Cli, BadInputIsRejectedBeforeTheStoreIsCreated) {
 TEST_F(Cli, FollowPrintsNewEventsAsTheyAreAppended) {
   ASSERT_EQ(run({"append", "f", "--type", "Before"}).code, 0);
   auto out = dir_.path() / "follow.out";
-  // --count ends the follower once it has printed three events.
-  std::string cmd = "timeout 30 " + quote(SOURCED_CLI) + " --store " + quote(store_) + " read f --follow --count 3 >" +
-                    quote(out.string()) + " 2>&1 &";
+  auto pid_file = dir_.path() / "follow.pid";
+  // --count ends the follower once it has printed three events; stderr goes elsewhere so that every
+  // line of `out` is an event.
+  std::string cmd = "timeout 60 " + quote(SOURCED_CLI) + " --store " + quote(store_) + " read f --follow --count 3 >" +
+                    quote(out.string()) + " 2>/dev/null & echo $! >" + quote(pid_file.string());
   ASSERT_EQ(std::system(cmd.c_str()), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto complete_lines = [&] {
+    std::vector<std::string> types;
+    std::ifstream f(out);
+    std::string line;
+    while (std::getline(f, line)) {
+      if (f.eof()) break;  // a line still being written
+      types.push_back(json::parse(line)["type"]);
+    }
+    return types;
+  };
+  auto wait_for = [&](std::size_t n) {
+    for (int i = 0; i < 300 && complete_lines().size() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return complete_lines();
+  };
+  // Only once the history is printed is the follower live: the next appends must reach it as new events.
+  ASSERT_EQ(wait_for(1), (std::vector<std::string>{"Before"}));
   ASSERT_EQ(run({"append", "other", "--type", "Elsewhere"}).code, 0);
   ASSERT_EQ(run({"append", "f", "--type", "After1"}).code, 0);
   ASSERT_EQ(run({"append", "f", "--type", "After2"}).code, 0);
-  std::vector<std::string> types;
-  for (int i = 0; i < 100 && types.size() < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    types.clear();
-    std::ifstream f(out);
-    std::string line;
-    while (std::getline(f, line)) types.push_back(json::parse(line)["type"]);
-  }
+  auto types = wait_for(3);
+  std::string kill = "kill $(cat " + quote(pid_file.string()) + ") 2>/dev/null";
+  if (types.size() < 3) std::system(kill.c_str());
   EXPECT_EQ(types, (std::vector<std::string>{"Before", "After1", "After2"}));
   EXPECT_EQ(run({"read", "f", "--follow", "--backward"}).code, 2);
+}
+
+TEST_F(Cli, AFailedWriteOfTheOutputIsAFailure) {
+  ASSERT_EQ(run({"append", "s", "--type", "A"}).code, 0);
+  std::string cmd = quote(SOURCED_CLI) + " --store " + quote(store_) + " read s >/dev/full 2>/dev/null";
+  int status = std::system(cmd.c_str());
+  EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 1);
 }
 
 TEST_F(Cli, PrintsEveryEventAsOneLineWhateverItsData) {
