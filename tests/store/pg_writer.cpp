@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -42,18 +43,32 @@ int main(int argc, char** argv) {
     pool.emplace_back([&, t] {
       std::mt19937 rng(static_cast<unsigned>(::getpid() * 100 + t));
       std::string local;
+      std::optional<sourced::Uuid> last_id;
       for (int i = 0; std::chrono::steady_clock::now() < deadline; ++i) {
         // Few streams shared by every process, so appends also contend on stream rows.
         std::string stream = "order-" + std::to_string(rng() % 16);
         std::vector<sourced::EventData> batch(1 + rng() % 3);
+        if (i % 7 == 5) batch.front().id = last_id = sourced::Uuid::v4();  // reused by the next append
         for (auto& e : batch) {
           e.type = "Written";
           e.data = "{\"pid\":" + std::to_string(::getpid()) + ",\"thread\":" + std::to_string(t) +
                    ",\"i\":" + std::to_string(i) + "}";
         }
+        // Some appends fail inside their group, which must leave no hole in the positions: a guessed
+        // expected version (usually stale) and a reused event id (from an earlier append of this thread).
+        auto expected = sourced::ExpectedVersion::any();
+        if (i % 4 == 3) expected = sourced::ExpectedVersion::exact(rng() % 50);
+        bool reuse = i % 7 == 6 && last_id;
+        if (reuse) batch.front().id = last_id;
         try {
-          auto r = store->append(stream, sourced::ExpectedVersion::any(), batch);
-          local += std::to_string(r.first_position.value()) + " " + std::to_string(batch.size()) + "\n";
+          auto r = store->append(stream, expected, batch);
+          if (!r.replayed) {
+            local += std::to_string(r.first_position.value()) + " " + std::to_string(batch.size()) + "\n";
+          }
+        } catch (const sourced::WrongExpectedVersion&) {
+          // expected: the guess was stale
+        } catch (const sourced::DuplicateEventId&) {
+          // expected: the id is stored elsewhere
         } catch (const std::exception& e) {
           std::lock_guard lock(out_mu);
           std::cerr << "pg_writer: " << e.what() << "\n";

@@ -113,7 +113,12 @@ TEST(PostgresOrdering, ManyProcessesAndThreadsAndOneReaderSeeEveryEventOnceInOrd
   };
   std::vector<bool> running(pids.size(), true);
   std::size_t left = pids.size();
+  auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(kSeconds + 120);
   while (left > 0) {
+    if (std::chrono::steady_clock::now() > give_up) {
+      ADD_FAILURE() << left << " writers still running 2 minutes after they should have stopped";
+      break;
+    }
     poll_once();
     if (HasFatalFailure()) break;
     for (std::size_t i = 0; i < pids.size(); ++i) {
