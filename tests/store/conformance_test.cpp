@@ -574,16 +574,18 @@ TEST_P(Conformance, APollingReaderSeesEveryEventOnceInOrderWhileWritersAppend) {
     });
   }
   std::uint64_t last = 0;
+  bool in_order = true;
   for (;;) {
     bool finished = writers_done.load() == kWriters;  // read before polling: the last poll sees everything
     for (const auto& e : store().read_all({.from = Position(last + 1)})) {
-      ASSERT_EQ(e.position.value(), last + 1) << "a reader must never skip a position or see one twice";
+      in_order = in_order && e.position.value() == last + 1;
       last = e.position.value();
     }
-    if (finished) break;
+    if (finished || !in_order) break;
     store().wait_for_events_after(Position(last), std::chrono::milliseconds(20));
   }
   for (auto& t : writers) t.join();
+  EXPECT_TRUE(in_order) << "a reader must never skip a position or see one twice (after position " << last << ")";
   EXPECT_EQ(last, acknowledged.load());
 }
 
