@@ -228,6 +228,16 @@ TEST_F(Cli, AFailedWriteOfTheOutputIsAFailure) {
   EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 1);
 }
 
+TEST_F(Cli, ReadsAsTextForPeople) {
+  ASSERT_EQ(run({"append", "account-1", "--type", "Opened", "--data", R"({"owner":"Ada"})"}).code, 0);
+  auto r = run({"read", "account-1", "--format", "text"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.substr(0, 10), "#1        ");
+  EXPECT_NE(r.out.find("account-1@1 Opened "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(R"({"owner":"Ada"})"), std::string::npos) << r.out;
+  EXPECT_EQ(run({"read", "account-1", "--format", "yaml"}).code, 2);
+}
+
 TEST_F(Cli, PrintsEveryEventAsOneLineWhateverItsData) {
   {
     auto store = open_sqlite_store(store_);

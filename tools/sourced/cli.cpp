@@ -104,6 +104,16 @@ std::string event_line(const RecordedEvent& e) {
   return line;
 }
 
+// One event for a person: position, stream@version, type, time, then the data on the same line.
+std::string text_line(const RecordedEvent& e) {
+  std::string data = e.data;
+  for (char& c : data) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return fmt::format("#{:<8} {}@{} {} {} {}\n", e.position.value(), e.stream, e.version.value(), e.type,
+                     format_timestamp(e.created_at), data);
+}
+
 const char* status_name(StreamStatus s) {
   switch (s) {
     case StreamStatus::active:
@@ -190,6 +200,10 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   bool follow = false;
   read->add_flag("--follow", follow,
                  "After the last event, wait for new ones and print them as they come (Ctrl-C stops)");
+  std::string format = "json";
+  read->add_option("--format", format, "json: one JSON object per line; text: one readable line per event")
+      ->check(CLI::IsMember({"json", "text"}))
+      ->capture_default_str();
 
   auto* streams = app.add_subcommand("streams", "List streams as JSON lines");
   auto* info = app.add_subcommand("info", "Show one stream's version, event count and state");
@@ -301,7 +315,9 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
           return;
         }
         while (const RecordedEvent* e = reader.next()) {
-          if (!(out << event_line(*e))) throw std::runtime_error("could not write the output");
+          if (!(out << (format == "text" ? text_line(*e) : event_line(*e)))) {
+            throw std::runtime_error("could not write the output");
+          }
           next = (all ? e->position.value() : e->version.value()) + 1;
           --left;
         }
