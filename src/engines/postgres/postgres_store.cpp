@@ -288,7 +288,7 @@ class PostgresStore final : public EventStore {
 
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
     auto prepared = detail::prepare_append(stream, events);
-    Request req{stream, expected, &prepared, {}, nullptr, false};
+    Request req{stream, expected, &prepared};
     submit(req);
     if (req.error) std::rethrow_exception(req.error);
     return req.result;
@@ -387,6 +387,8 @@ class PostgresStore final : public EventStore {
  private:
   // One append waiting for (or taking part in) a group commit.
   struct Request {
+    Request(std::string_view s, ExpectedVersion e, const std::vector<detail::PreparedEvent>* ev)
+        : stream(s), expected(e), events(ev) {}
     std::string_view stream;
     ExpectedVersion expected;
     const std::vector<detail::PreparedEvent>* events;
