@@ -65,6 +65,29 @@ TEST(SqliteStore, TwoStoreObjectsOnOneFileSeeEachOthersAppends) {
   EXPECT_EQ(a->head_position(), Position(2));
 }
 
+TEST(SqliteStore, AWriterNeverDecidesOnStaleStateAfterAnotherWriterChangedTheFile) {
+  // Each store object remembers the streams it wrote; another writer's commits must make it look again.
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto a = open_sqlite_store(path);
+  auto b = open_sqlite_store(path);
+  a->append("s", ExpectedVersion::no_stream(), {event("A1")});
+  b->append("s", ExpectedVersion::exact(1), {event("B2")});
+  try {
+    a->append("s", ExpectedVersion::exact(1), {event("A-stale")});
+    FAIL() << "a decided on the version it had cached";
+  } catch (const WrongExpectedVersion& e) {
+    EXPECT_EQ(e.actual(), StreamVersion(2));
+  }
+  EXPECT_EQ(a->append("s", ExpectedVersion::exact(2), {event("A3")}).last_version, StreamVersion(3));
+  b->delete_stream("s", ExpectedVersion::exact(3), DeleteMode::soft);
+  EXPECT_THROW(a->append("s", ExpectedVersion::stream_exists(), {event("A-stale")}), WrongExpectedVersion);
+  EXPECT_EQ(a->append("s", ExpectedVersion::no_stream(), {event("A4")}).first_version, StreamVersion(4));
+  b->delete_stream("s", ExpectedVersion::any(), DeleteMode::tombstone);
+  EXPECT_THROW(a->append("s", ExpectedVersion::any(), {event("A-stale")}), StreamDeleted);
+  EXPECT_EQ(a->read_all().to_vector().size(), 4u);
+}
+
 TEST(SqliteStore, AWaiterSeesAppendsOfAnotherStoreObjectOnTheSameFile) {
   TempDir dir;
   auto path = (dir.path() / "events.db").string();

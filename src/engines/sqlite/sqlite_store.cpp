@@ -7,6 +7,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -417,6 +418,7 @@ class SqliteStore final : public EventStore {
         return;
       }
       next_position_ = 0;
+      revalidate_stream_cache();
       Request* broken = nullptr;
       std::size_t ok = 0;
       for (Request* r : group) {
@@ -438,6 +440,7 @@ class SqliteStore final : public EventStore {
       if (broken) {
         // Drop everything (a no-op if SQLite already rolled back) and run the rest again.
         sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+        stream_cache_.clear();
         std::erase(group, broken);
         for (Request* r : group) r->error = nullptr;
         if (group.empty()) return;
@@ -447,6 +450,7 @@ class SqliteStore final : public EventStore {
         writer_.prepare(ok ? "COMMIT" : "ROLLBACK").run();
       } catch (...) {
         sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+        stream_cache_.clear();
         auto err = std::current_exception();
         for (Request* r : group) {
           if (!r->error) r->error = err;
@@ -485,7 +489,7 @@ class SqliteStore final : public EventStore {
 
   AppendResult append_locked(std::string_view stream, ExpectedVersion expected,
                              const std::vector<detail::PreparedEvent>& events) {
-    auto row = load_stream(writer_, stream);
+    auto row = cached_stream(stream);
     detail::StreamState state = row ? row->state : detail::StreamState{};
     if (auto replay =
             detail::check_replay(stream, state, expected, events, [&](const Uuid& id) { return lookup_id(id); })) {
@@ -529,13 +533,17 @@ class SqliteStore final : public EventStore {
       ++position;
     }
     next_position_ = position;
+    StreamRow& cached = remember_stream(stream, row);
+    cached.id = stream_id;
+    cached.state.exists = true;
+    cached.state.last = StreamVersion(version);
     result.last_version = StreamVersion(version);
     result.last_position = Position(position - 1);
     return result;
   }
 
   void delete_locked(std::string_view stream, ExpectedVersion expected, DeleteMode mode) {
-    auto row = load_stream(writer_, stream);
+    auto row = cached_stream(stream);
     detail::StreamState state = row ? row->state : detail::StreamState{};
     detail::check_expected(stream, state, expected);
     if (mode == DeleteMode::soft && !row) throw StreamNotFound(std::string(stream));
@@ -547,6 +555,35 @@ class SqliteStore final : public EventStore {
     st.bind(1, mode == DeleteMode::tombstone ? 1 : 0).bind(2, to_micros(ts)).bind(3, id);
     st.bind(4, static_cast<std::int64_t>(state.last.value()));
     st.run();
+    StreamRow& cached = remember_stream(stream, row);
+    cached.id = id;
+    cached.state.exists = true;
+    cached.state.hidden_through = state.last;
+    cached.state.tombstoned = cached.state.tombstoned || mode == DeleteMode::tombstone;
+  }
+
+  // The writer keeps the state of the streams it wrote, so an append does not look its stream up again.
+  // The cache holds only while no other connection has written: SQLite's data_version changes when one
+  // has, and the cache is then dropped, as it is when a group rolls back. (Even a stale entry could not
+  // corrupt data: UNIQUE(stream_id, version) would refuse the insert.)
+  void revalidate_stream_cache() {
+    Statement& st = writer_.prepare("PRAGMA data_version");
+    st.step();
+    std::int64_t version = st.int64(0);
+    st.reset();
+    if (version != data_version_ || stream_cache_.size() > kMaxCachedStreams) stream_cache_.clear();
+    data_version_ = version;
+  }
+
+  std::optional<StreamRow> cached_stream(std::string_view stream) {
+    if (auto it = stream_cache_.find(stream); it != stream_cache_.end()) return it->second;
+    return load_stream(writer_, stream);
+  }
+
+  StreamRow& remember_stream(std::string_view stream, const std::optional<StreamRow>& row) {
+    auto it = stream_cache_.find(stream);
+    if (it == stream_cache_.end()) it = stream_cache_.emplace(std::string(stream), row.value_or(StreamRow{})).first;
+    return it->second;
   }
 
   // Called by SQLite after each commit with the WAL's size in pages.
@@ -599,6 +636,13 @@ class SqliteStore final : public EventStore {
   std::thread writer_thread_;
   std::uint64_t next_position_ = 0;  // valid inside a group's transaction only
   bool writing_ = false;             // the running request has started writing
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, StreamRow, NameHash, std::equal_to<>> stream_cache_;  // writer thread only
+  std::int64_t data_version_ = -1;
+  static constexpr std::size_t kMaxCachedStreams = 100000;
   detail::CommitSignal commit_signal_;
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
