@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "sourced/open_store.hpp"
 #include "sourced/store.hpp"
 
 using namespace sourced;

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
       fmt::print("  #{} {}@{} {} {}\n", e.position.value(), e.stream, e.version.value(), e.type, e.data);
     }
     auto stats = store->stats();
-    fmt::print("\n{} streams, {} events, head position {}\n", stats.streams, stats.events, stats.head.value());
+    fmt::print("\n{} streams, head position {}\n", stats.streams, stats.head.value());
   } catch (const Error& e) {
     fmt::print(stderr, "bank: {}\n", e.what());
     return 1;

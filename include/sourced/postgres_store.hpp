@@ -27,6 +27,10 @@
 namespace sourced {
 
 struct PostgresOptions {
+  // Create the schema when it does not exist; when false, a missing schema throws StoreNotFound.
+  bool create_if_missing = true;
+  // Never create or migrate the schema, nor write (appends and deletes throw InvalidArgument).
+  bool read_only = false;
   // The schema that holds the tables. Must be a plain identifier: [a-z_][a-z0-9_]*, at most 63 bytes.
   std::string schema = "sourced";
   // Connections kept open per store object (appends use one at a time; each concurrent read page uses

@@ -15,6 +15,12 @@
 namespace sourced {
 
 struct SqliteOptions {
+  // Create the file (and the store's tables) when it does not exist; when false, a missing file throws
+  // StoreNotFound and nothing is created.
+  bool create_if_missing = true;
+  // Open for reading only: no file is created, no schema migrated, nothing written (appends and deletes
+  // throw InvalidArgument). SQLite may still create the -wal and -shm files a WAL database needs to be read.
+  bool read_only = false;
   // synchronous=FULL: an acknowledged append survives a power loss. false uses NORMAL, which survives
   // a crash of the process but not of the machine.
   bool durable = true;
@@ -30,6 +36,9 @@ struct SqliteOptions {
   std::uint64_t max_size_bytes = 0;
 };
 
+// Opens (or creates) the store in the SQLite file at `path`. A file that holds another program's database
+// (tables but not this store's), or that is not a SQLite database at all, is refused with StorageError and
+// left unchanged; an empty file becomes a store unless read_only.
 std::unique_ptr<EventStore> open_sqlite_store(const std::string& path, SqliteOptions options = {});
 
 }  // namespace sourced

@@ -74,9 +74,11 @@ enum class DeleteMode {
 };
 
 struct StoreStats {
-  std::string engine;
+  std::string engine;  // "memory", "sqlite" or "postgres"
+  // Streams ever created, including deleted ones.
   std::uint64_t streams = 0;
-  std::uint64_t events = 0;
+  // The last position in `$all`. Positions are gapless and no event is ever removed, so this is also the
+  // number of events ever appended; there is no separate count (counting rows would cost a full scan).
   Position head;
 };
 
@@ -120,9 +122,5 @@ class EventStore {
   virtual Position wait_for_events_after(Position after, std::chrono::milliseconds timeout);
   virtual StoreStats stats() = 0;
 };
-
-// Opens a store from a location: "memory:" for a fresh in-memory store, "postgres://…" or
-// "postgresql://…" for PostgreSQL, "sqlite:PATH" or a plain PATH for SQLite (created when missing).
-std::unique_ptr<EventStore> open_store(std::string_view location);
 
 }  // namespace sourced

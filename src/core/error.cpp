@@ -34,7 +34,8 @@ WrongExpectedVersion::WrongExpectedVersion(std::string stream, ExpectedVersion e
                         describe_expected(expected), describe_actual(actual, deleted))),
       stream_(std::move(stream)),
       expected_(expected),
-      actual_(actual) {}
+      actual_(actual),
+      soft_deleted_(deleted) {}
 
 StreamNotFound::StreamNotFound(std::string stream)
     : Error(ErrorCode::stream_not_found, fmt::format("stream '{}' not found", stream)), stream_(std::move(stream)) {}
@@ -50,6 +51,13 @@ DuplicateEventId::DuplicateEventId(Uuid id, std::string stream, std::string stor
                         "stream '{}'",
                         id.to_string(), stream, stored_version.value(), stored_stream)),
       id_(id),
-      stream_(std::move(stream)) {}
+      stream_(std::move(stream)),
+      stored_stream_(std::move(stored_stream)),
+      stored_version_(stored_version) {}
+
+StoreNotFound::StoreNotFound(std::string location)
+    : Error(ErrorCode::store_not_found,
+            fmt::format("no event store at '{}' (it was opened without creating one)", location)),
+      location_(std::move(location)) {}
 
 }  // namespace sourced

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "sourced/memory_store.hpp"
+#include "sourced/open_store.hpp"
 #include "sourced/sqlite_store.hpp"
 #include "sourced/store.hpp"
 #ifdef SOURCED_WITH_POSTGRES

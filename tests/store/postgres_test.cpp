@@ -408,6 +408,21 @@ TEST(PostgresSchema, OpenStoreTakesTheSchemaAndPoolSizeFromTheUrl) {
   EXPECT_EQ(store->head_position(), Position(161));
 }
 
+TEST(PostgresSchema, IsNotCreatedWhenTheOptionsSaySoAndReadOnlyNeverWrites) {
+  REQUIRE_PG();
+  ScratchSchema schema(pg_url);
+  auto location = with_param(pg_url, "schema=" + schema.name);
+  EXPECT_THROW(open_store(location, {.create_if_missing = false}), StoreNotFound);
+  EXPECT_THROW(open_store(location, {.read_only = true}), StoreNotFound);
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM pg_namespace WHERE nspname = '" + schema.name + "'"), "0");
+  open_store(location)->append("s", ExpectedVersion::any(), {event("A")});
+  auto ro = open_store("POSTGRES" + location.substr(location.find(':')), {.read_only = true});
+  EXPECT_EQ(ro->head_position(), Position(1)) << "the scheme is matched without regard to case";
+  EXPECT_THROW(ro->append("s", ExpectedVersion::any(), {event("B")}), InvalidArgument);
+  EXPECT_THROW(ro->delete_stream("s", ExpectedVersion::any(), DeleteMode::soft), InvalidArgument);
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT position FROM \"" + schema.name + "\".head"), "1");
+}
+
 TEST(PostgresSchema, StoresEventsAsDocumented) {
   REQUIRE_PG();
   ScratchSchema schema(pg_url);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sourced/memory_store.hpp"
+#include "sourced/open_store.hpp"
 #include "sourced/store.hpp"
 
 namespace sourced::cli {
@@ -353,7 +354,6 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
       out << json{{"initialized", true},
                   {"engine", s.engine},
                   {"streams", s.streams},
-                  {"events", s.events},
                   {"head_position", s.head.value()}}
                  .dump()
           << "\n";
@@ -361,7 +361,6 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
       auto s = store->stats();
       out << json{{"engine", missing_file ? "sqlite" : s.engine},
                   {"streams", s.streams},
-                  {"events", s.events},
                   {"head_position", s.head.value()}}
                  .dump()
           << "\n";

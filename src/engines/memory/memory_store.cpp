@@ -198,7 +198,7 @@ class MemoryStore final : public EventStore {
 
   StoreStats stats() override {
     std::shared_lock lock(state_->mu);
-    return StoreStats{"memory", state_->streams.size(), state_->log.size(), Position(state_->log.size())};
+    return StoreStats{"memory", state_->streams.size(), Position(state_->log.size())};
   }
 
  private:

@@ -243,9 +243,10 @@ void Connection::fail(const PGresult* r, std::string_view what) {
     throw ConnectionError(fmt::format("lost the connection to PostgreSQL at {} while {}: {}", display_, what, message));
   }
   if (state == "42501") {
-    throw StorageError(fmt::format("PostgreSQL refused {} at {}: {}", what, display_, message));
+    throw ServerError(fmt::format("PostgreSQL refused {} at {}: {}", what, display_, message), state);
   }
-  throw StorageError(fmt::format("PostgreSQL failed while {} at {}: {} (SQLSTATE {})", what, display_, message, state));
+  throw ServerError(fmt::format("PostgreSQL failed while {} at {}: {} (SQLSTATE {})", what, display_, message, state),
+                    state);
 }
 
 Result Connection::check(PGresult* r, std::string_view what) {

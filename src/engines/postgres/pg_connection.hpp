@@ -34,6 +34,22 @@ inline constexpr Oid kInt8ArrayOid = 1016;
 inline constexpr Oid kUuidArrayOid = 2951;
 
 // Where to connect, split from the URL the user gave.
+// What the server refused, with its SQLSTATE. Transient for the classes where repeating the statement may
+// succeed: 40 (serialization failure, deadlock), 53 (insufficient resources), 55P03 (lock not available),
+// 57014 (statement timeout or cancel).
+class ServerError : public StorageError {
+ public:
+  ServerError(const std::string& message, std::string sqlstate)
+      : StorageError(message, is_transient_state(sqlstate)), sqlstate_(std::move(sqlstate)) {}
+  const std::string& sqlstate() const { return sqlstate_; }
+  static bool is_transient_state(std::string_view s) {
+    return s.starts_with("40") || s.starts_with("53") || s == "55P03" || s == "57014";
+  }
+
+ private:
+  std::string sqlstate_;
+};
+
 struct Target {
   std::string libpq_url;  // the URL without sourced's own parameters
   std::string display;    // postgres://user@host:port/db, without the password: safe for error messages

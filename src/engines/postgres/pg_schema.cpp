@@ -176,7 +176,7 @@ int current_version(Connection& c, const std::string& schema) {
 
 }  // namespace
 
-void migrate(Connection& c, const Target& target, const std::string& schema) {
+void migrate(Connection& c, const Target& target, const std::string& schema, bool create_if_missing, bool read_only) {
   int latest = latest_schema_version();
   int version = current_version(c, schema);
   auto newer = [&](int v) {
@@ -187,6 +187,15 @@ void migrate(Connection& c, const Target& target, const std::string& schema) {
   };
   if (version > latest) throw newer(version);
   if (version == latest) return;
+  if (version == 0 && (read_only || !create_if_missing)) {
+    throw StoreNotFound(fmt::format("{} (schema {})", target.display, schema));
+  }
+  if (read_only) {
+    throw StorageError(fmt::format(
+        "the sourced schema '{}' at {} has version {}, older than this library's {}: open it for writing once, or "
+        "run `sourced init`, to migrate it",
+        schema, target.display, version, latest));
+  }
   try {
     c.exec("BEGIN", "migrating the schema");
     Params key;
@@ -212,10 +221,9 @@ void migrate(Connection& c, const Target& target, const std::string& schema) {
               Format::text, "recording a migration");
     }
     c.exec("COMMIT", "committing the schema migration");
-  } catch (const StorageError& e) {
+  } catch (const ServerError& e) {
     if (c.ok()) PQclear(PQexec(c.handle(), "ROLLBACK"));
-    std::string what = e.what();
-    if (what.find("permission denied") != std::string::npos || what.find("refused") != std::string::npos) {
+    if (e.sqlstate() == "42501") {  // insufficient_privilege
       throw StorageError(fmt::format(
           "PostgreSQL user '{}' may not create the sourced schema '{}' in database '{}' at {} (permission denied); "
           "run `sourced init` once as a user who may, or grant CREATE on the database",

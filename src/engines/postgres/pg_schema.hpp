@@ -23,8 +23,9 @@ int latest_schema_version();
 // Creates the schema or brings it up to date. Cheap when it already is (one query, no lock, no DDL, so
 // a user without CREATE rights can open an initialised store). Concurrent first opens are serialised by
 // a transaction-scoped advisory lock. Throws StorageError when the schema is newer than this library, or
-// when the user may not create it.
-void migrate(Connection& c, const Target& target, const std::string& schema);
+// when the user may not create it, StoreNotFound when there is no schema and it may not be created
+// (`create_if_missing` false or `read_only`); `read_only` never changes anything.
+void migrate(Connection& c, const Target& target, const std::string& schema, bool create_if_missing, bool read_only);
 
 // Replaces every {schema} in `sql` with the quoted schema name.
 std::string with_schema(std::string sql, const std::string& schema);

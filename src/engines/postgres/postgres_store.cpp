@@ -283,11 +283,12 @@ class PostgresStore final : public EventStore {
   PostgresStore(Target target, PostgresOptions options) {
     shared_ = std::make_shared<Shared>(std::move(target), options);
     auto c = shared_->pool.acquire();
-    detail::pg::migrate(*c, shared_->pool.target(), options.schema);
+    detail::pg::migrate(*c, shared_->pool.target(), options.schema, options.create_if_missing, options.read_only);
   }
 
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
     auto prepared = detail::prepare_append(stream, events);
+    refuse_if_read_only(stream);
     Request req{stream, expected, &prepared};
     submit(req);
     if (req.error) std::rethrow_exception(req.error);
@@ -332,6 +333,7 @@ class PostgresStore final : public EventStore {
     if (is_system_stream(stream)) {
       throw InvalidArgument(fmt::format("stream '{}' is reserved for the system and cannot be deleted", stream));
     }
+    refuse_if_read_only(stream);
     auto c = shared_->pool.acquire();
     std::string what = fmt::format("deleting stream '{}'", stream);
     auto& sql = shared_->statements.sql;
@@ -378,13 +380,19 @@ class PostgresStore final : public EventStore {
     StoreStats s;
     s.engine = "postgres";
     s.streams = static_cast<std::uint64_t>(r.int8(0, 0));
-    // Every position is one event: positions are gapless and events are never removed (yet).
-    s.events = static_cast<std::uint64_t>(r.int8(0, 1));
-    s.head = Position(s.events);
+    s.head = Position(static_cast<std::uint64_t>(r.int8(0, 1)));
     return s;
   }
 
  private:
+  void refuse_if_read_only(std::string_view stream) const {
+    if (shared_->options.read_only) {
+      throw InvalidArgument(
+          fmt::format("the PostgreSQL store at {} was opened read-only: stream '{}' cannot be written",
+                      shared_->pool.target().display, stream));
+    }
+  }
+
   // One append waiting for (or taking part in) a group commit.
   struct Request {
     Request(std::string_view s, ExpectedVersion e, const std::vector<detail::PreparedEvent>* ev)

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -23,6 +24,8 @@ using detail::sqlite::ConnectionPool;
 using detail::sqlite::Statement;
 
 constexpr int kSchemaVersion = 1;
+// PRAGMA application_id of a sourced store ("SRCD"): tells our files from other programs' databases.
+constexpr std::int64_t kApplicationId = 0x53524344;
 constexpr std::size_t kPageSize = 1024;
 
 // Migration 1. Positions are the rowid of `events`: a B-tree keyed by position, so `$all` reads are a
@@ -198,10 +201,67 @@ class StreamPages final : public detail::PageSource {
   std::uint64_t hidden_;
 };
 
+// Refuses what must not be opened, before anything touches the file: a missing file that may not be
+// created, and something that is not a regular file (a device such as /dev/null, a directory).
+bool check_location(const std::string& path, const SqliteOptions& options) {
+  std::error_code ec;
+  auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) {
+    if (!options.create_if_missing || options.read_only) throw StoreNotFound(path);
+    return false;
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    throw StorageError(fmt::format("cannot open SQLite store '{}': it is not a regular file", path));
+  }
+  return true;
+}
+
+// The schema version of the store in `c`'s file: 0 for an empty database that may become a store. Throws
+// StorageError for a file that is not a SQLite database or holds another program's database.
+int store_schema_version(Connection& c, bool read_only) {
+  std::int64_t app = 0, version = 0, objects = 0, ours = 0;
+  try {
+    Statement& st = c.prepare(
+        "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), "
+        "(SELECT count(*) FROM sqlite_master), "
+        "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'streams'))");
+    st.step();
+    app = st.int64(0);
+    version = st.int64(1);
+    objects = st.int64(2);
+    ours = st.int64(3);
+    st.reset();
+  } catch (const StorageError& e) {
+    throw StorageError(fmt::format("'{}' is not a sourced event store: {}", c.path(), e.what()));
+  }
+  // Stores made before application_id was set are recognised by their version and tables.
+  if (app == kApplicationId || (app == 0 && version >= 1 && ours == 2)) return static_cast<int>(version);
+  if (app == 0 && version == 0 && objects == 0) {
+    if (read_only) throw StorageError(fmt::format("'{}' is not a sourced event store: it is empty", c.path()));
+    return 0;
+  }
+  throw StorageError(fmt::format(
+      "'{}' is not a sourced event store: it holds another database (application_id {}, user_version {}, {} "
+      "schema objects); it was left unchanged",
+      c.path(), app, version, objects));
+}
+
 class SqliteStore final : public EventStore {
  public:
   SqliteStore(const std::string& path, SqliteOptions options)
-      : options_(options), writer_(path, false, options.busy_timeout_ms) {
+      : options_(options),
+        existed_(check_location(path, options)),
+        writer_(path, options.read_only, options.busy_timeout_ms) {
+    int version = store_schema_version(writer_, options.read_only);
+    if (options.read_only) {
+      if (version != kSchemaVersion) {
+        throw StorageError(fmt::format("SQLite store '{}' has schema version {}, this library reads version {}{}", path,
+                                       version, kSchemaVersion,
+                                       version < kSchemaVersion ? ": open it for writing once to migrate it" : ""));
+      }
+      shared_ = std::make_shared<Shared>(path, options);
+      return;
+    }
     writer_.exec("PRAGMA journal_mode=WAL");
     writer_.exec(options.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     writer_.exec("PRAGMA foreign_keys=OFF");
@@ -226,6 +286,7 @@ class SqliteStore final : public EventStore {
   }
 
   ~SqliteStore() override {
+    if (!writer_thread_.joinable()) return;  // read-only: no threads
     {
       std::lock_guard lock(mu_);
       stopping_writer_ = true;
@@ -242,6 +303,7 @@ class SqliteStore final : public EventStore {
 
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
     auto prepared = detail::prepare_append(stream, events);
+    refuse_if_read_only(stream);
     AppendResult result;
     submit(prepared.size(), [&] { result = append_locked(stream, expected, prepared); });
     return result;
@@ -299,6 +361,7 @@ class SqliteStore final : public EventStore {
     if (is_system_stream(stream)) {
       throw InvalidArgument(fmt::format("stream '{}' is reserved for the system and cannot be deleted", stream));
     }
+    refuse_if_read_only(stream);
     submit(0, [&] { delete_locked(stream, expected, mode); });
   }
 
@@ -324,13 +387,19 @@ class SqliteStore final : public EventStore {
         conn->prepare("SELECT (SELECT count(*) FROM streams), (SELECT coalesce(max(position), 0) FROM events)");
     st.step();
     s.streams = st.int64(0);
-    s.events = st.int64(1);
     s.head = Position(st.int64(1));
     st.reset();
     return s;
   }
 
  private:
+  void refuse_if_read_only(std::string_view stream) const {
+    if (options_.read_only) {
+      throw InvalidArgument(
+          fmt::format("SQLite store '{}' was opened read-only: stream '{}' cannot be written", writer_.path(), stream));
+    }
+  }
+
   // One unit of work in a group commit. Work first checks (reads only) and then writes; it calls
   // begin_writes() in between. A request that fails in its checks has written nothing and fails alone;
   // one that fails after writing (I/O errors, a constraint) makes the writer roll the group back and
@@ -353,11 +422,15 @@ class SqliteStore final : public EventStore {
       throw StorageError(fmt::format("SQLite store '{}' has schema version {}, newer than this library's {}",
                                      writer_.path(), version, kSchemaVersion));
     }
-    if (version == kSchemaVersion) return;
+    if (version == kSchemaVersion) {
+      if (app_id() != kApplicationId) writer_.exec("PRAGMA application_id = 1397900100");  // kApplicationId
+      return;
+    }
     writer_.exec("BEGIN IMMEDIATE");
     try {
       writer_.exec(kSchemaV1);
       writer_.exec("PRAGMA user_version = 1");
+      writer_.exec("PRAGMA application_id = 1397900100");
       writer_.exec("COMMIT");
     } catch (...) {
       sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
@@ -626,7 +699,16 @@ class SqliteStore final : public EventStore {
   static constexpr int kCheckpointPages = 1000;
   static constexpr int kFinishWalPages = 4000;
 
+  std::int64_t app_id() {
+    Statement& st = writer_.prepare("PRAGMA application_id");
+    st.step();
+    std::int64_t id = st.int64(0);
+    st.reset();
+    return id;
+  }
+
   SqliteOptions options_;
+  bool existed_;  // the file was there before this store opened it
   Connection writer_;
   std::shared_ptr<Shared> shared_;
   std::mutex mu_;
