@@ -249,6 +249,9 @@ TEST_P(Conformance, ReusingAnEventIdElsewhereIsAnError) {
   } catch (const DuplicateEventId& e) {
     EXPECT_EQ(e.id(), id);
     EXPECT_EQ(e.stream(), "t");
+    EXPECT_EQ(e.stored_stream(), "s");
+    EXPECT_EQ(e.stored_version(), StreamVersion(1));
+    EXPECT_FALSE(e.transient());
     EXPECT_NE(std::string(e.what()).find("'s'"), std::string::npos) << e.what();
   }
   // A batch that repeats only part of an earlier append is neither new nor a repeat.
@@ -363,6 +366,9 @@ TEST_P(Conformance, ASoftDeletedStreamAcceptsItsLastVersionAsExpected) {
     FAIL();
   } catch (const WrongExpectedVersion& e) {
     EXPECT_NE(std::string(e.what()).find("soft-deleted"), std::string::npos) << e.what();
+    EXPECT_TRUE(e.soft_deleted());
+    EXPECT_EQ(e.actual(), StreamVersion(2));
+    EXPECT_FALSE(e.transient());
   }
   EXPECT_EQ(store().append("s", ExpectedVersion::exact(2), {event("X")}).last_version, StreamVersion(3));
 }

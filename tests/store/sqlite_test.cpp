@@ -46,6 +46,27 @@ TEST(SqliteStore, RefusesAFileWithANewerSchema) {
   }
 }
 
+TEST(SqliteStore, ADatabaseBusyForLongerThanTheTimeoutIsATransientError) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  SqliteOptions o;
+  o.busy_timeout_ms = 50;
+  auto store = open_sqlite_store(path, o);
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  try {
+    store->append("s", ExpectedVersion::any(), {event("A")});
+    FAIL() << "the write lock was held by another connection";
+  } catch (const StorageError& e) {
+    EXPECT_TRUE(e.transient()) << e.what();
+  }
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  EXPECT_EQ(store->append("s", ExpectedVersion::any(), {event("A")}).last_version, StreamVersion(1))
+      << "repeating it later succeeds";
+}
+
 TEST(SqliteStore, RefusesAFileThatIsNotADatabase) {
   TempDir dir;
   auto path = dir.path() / "junk.db";

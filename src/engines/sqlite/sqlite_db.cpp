@@ -8,7 +8,9 @@ void throw_error(sqlite3* db, int rc, std::string_view what) {
   const char* file = db ? sqlite3_db_filename(db, "main") : nullptr;
   std::string msg = fmt::format("SQLite store {}: {} failed: {}", file && *file ? file : "(unopened)", what,
                                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-  throw StorageError(msg);
+  // Another connection held the lock for longer than the busy timeout: repeating the call may succeed.
+  int primary = rc & 0xff;
+  throw StorageError(msg, primary == SQLITE_BUSY || primary == SQLITE_LOCKED);
 }
 
 bool Statement::step() {
