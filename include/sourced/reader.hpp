@@ -16,6 +16,7 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "sourced/event.hpp"
@@ -35,6 +36,16 @@ class PageSource {
   // `$all`) is >= `from` when reading forward, or <= `from` when reading backward, in that order. Fewer
   // than `limit` events means the end was reached.
   virtual void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) = 0;
+
+  // How far the last fetch looked. A source that returns every event it examines needs nothing here;
+  // one that filters examines up to `limit` events and returns only those that match, so it says which
+  // key it examined last (`from - 1` forward, or `from + 1` backward, when it examined none) and whether
+  // it reached the end of what is stored.
+  struct Scan {
+    std::uint64_t last_key = 0;
+    bool reached_end = false;
+  };
+  virtual std::optional<Scan> last_scan() const { return std::nullopt; }
 };
 }  // namespace detail
 
@@ -50,8 +61,19 @@ class EventReader {
   ~EventReader();
 
   State state() const { return state_; }
+  // Every event at or before this key (position for `$all`, version for a stream; at or after it when
+  // reading backward) has been returned by next() or did not match the read's filter. A filtered read
+  // of `$all` can thus report progress past the last event it returned: a subscriber whose filter
+  // matches nothing still moves its checkpoint (KurrentDB's "checkpoint reached"). Before the first
+  // page it is the key before the start (`from - 1`, or `from + 1` backward).
+  std::uint64_t scanned_through() const;
   // The next event, or nullptr at the end. The event stays valid until the next call.
   const RecordedEvent* next();
+  // Like next(), but fetches at most one page: nullptr then means either the end (at_end()) or a page
+  // whose events all failed the filter (scanned_through() moved on; call again). What subscriptions use
+  // to report progress while a filter skips a long run of events.
+  const RecordedEvent* try_next();
+  bool at_end() const;
   // Reads what is left into a vector: convenient for short streams and tests.
   std::vector<RecordedEvent> to_vector();
 
@@ -96,6 +118,8 @@ class EventReader {
   bool exhausted_ = false;
   std::vector<RecordedEvent> page_;
   std::size_t index_ = 0;
+  std::uint64_t page_scanned_;   // how far the current page's fetch looked
+  std::uint64_t last_returned_;  // key of the last event next() returned, or where the read starts
 };
 
 }  // namespace sourced

@@ -46,11 +46,31 @@ struct ReadStreamOptions {
   std::uint64_t max_count = kUnlimited;
 };
 
+// Which events of `$all` a read returns. Engines evaluate it where the events are (in SQL for SQLite and
+// PostgreSQL), so a reader of one category does not pull the whole log. A value type.
+//
+//   store->read_all({.filter = EventFilter{.category = "account", .event_types = {"Deposited"}}});
+struct EventFilter {
+  // Only streams of this category: "account" matches "account" and "account-42" (see category_of()).
+  // A category contains no '-'.
+  std::optional<std::string> category;
+  // Only streams whose id starts with these bytes. At most one of category and stream_prefix.
+  std::optional<std::string> stream_prefix;
+  // Only events of these types; any type when empty.
+  std::vector<std::string> event_types;
+
+  bool matches(std::string_view stream, std::string_view type) const;
+};
+
 struct ReadAllOptions {
   Direction direction = Direction::forward;
   // Inclusive. Default: the first event (forward) or the last (backward).
   std::optional<Position> from;
+  // Most events to return (events that pass the filter).
   std::uint64_t max_count = kUnlimited;
+  // Only the events that pass; the reader's scanned_through() tells how far it looked past them.
+  // Throws InvalidArgument when the filter is malformed.
+  std::optional<EventFilter> filter;
 };
 
 enum class StreamStatus { active, soft_deleted, tombstoned };

@@ -49,6 +49,14 @@ class Conformance : public ::testing::TestWithParam<EngineParam> {
 
 using V = std::vector<std::uint64_t>;
 
+std::string fmt_filter(const EventFilter& f) {
+  std::string s = "filter";
+  if (f.category) s += " category=" + *f.category;
+  if (f.stream_prefix) s += " prefix=" + *f.stream_prefix;
+  for (const auto& t : f.event_types) s += " type=" + t;
+  return s;
+}
+
 TEST_P(Conformance, FirstAppendStartsAtVersionOneAndPositionOne) {
   auto r = store().append("account-1", ExpectedVersion::no_stream(), {event("Opened"), event("Deposited")});
   EXPECT_EQ(r.first_version, StreamVersion(1));
@@ -661,6 +669,87 @@ TEST_P(Conformance, LocalAppendsWakeWaitersAtOnce) {
 TEST_P(Conformance, WaitingForeverIsAllowed) {
   append_n("s", 1);
   EXPECT_EQ(store().wait_for_events_after(Position(0), std::chrono::milliseconds::max()), Position(1));
+}
+
+std::vector<std::uint64_t> expected_positions(const std::vector<RecordedEvent>& all, const EventFilter& f) {
+  std::vector<std::uint64_t> v;
+  for (const auto& e : all) {
+    if (f.matches(e.stream, e.type)) v.push_back(e.position.value());
+  }
+  return v;
+}
+
+TEST_P(Conformance, FilteredReadsOfAllReturnOnlyMatchingCategoriesPrefixesAndTypes) {
+  // Neighbours of the category "account" in byte order, a stream named after the category, and ids
+  // with multi-byte characters around a prefix.
+  const char* streams[] = {"account-1", "account", "accounts-2", "account-2", "accoun-3", "account.x",
+                           "order-1",   "é-1",     "éa",         "f",         "é",        "\xc3\xa9\xf4\x8f\xbf\xbf"};
+  const char* types[] = {"Opened", "Deposited", "Closed"};
+  int i = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (const char* s : streams) {
+      store().append(s, ExpectedVersion::any(), {event(types[i++ % 3]), event(types[i++ % 3])});
+    }
+  }
+  auto all = read_all();
+  std::vector<EventFilter> filters = {
+      {.category = "account"},        {.category = "order", .event_types = {"Opened", "Closed"}},
+      {.stream_prefix = "account-"},  {.stream_prefix = "acc"},
+      {.stream_prefix = "é"},         {.stream_prefix = ""},
+      {.event_types = {"Deposited"}}, {.event_types = {"Nothing"}},
+      {.category = "nothing"},
+  };
+  for (const auto& f : filters) {
+    SCOPED_TRACE(fmt_filter(f));
+    auto want = expected_positions(all, f);
+    EXPECT_EQ(positions(read_all({.filter = f})), want);
+    auto backward = want;
+    std::reverse(backward.begin(), backward.end());
+    EXPECT_EQ(positions(read_all({.direction = Direction::backward, .filter = f})), backward);
+    // From a position, with a count.
+    std::vector<std::uint64_t> later;
+    for (auto p : want) {
+      if (p >= 20 && later.size() < 5) later.push_back(p);
+    }
+    EXPECT_EQ(positions(read_all({.from = Position(20), .max_count = 5, .filter = f})), later);
+  }
+  EXPECT_FALSE(expected_positions(all, filters[0]).empty());
+}
+
+TEST_P(Conformance, AFilteredReadReportsHowFarItLookedPastTheLastMatch) {
+  append_n("noise-1", 5000, "Noise");
+  store().append("wanted-1", ExpectedVersion::any(), {event("Wanted")});
+  append_n("noise-2", 5000, "Noise");
+  auto reader = store().read_all({.filter = EventFilter{.category = "wanted"}});
+  EXPECT_EQ(reader.scanned_through(), 0u);
+  std::vector<std::uint64_t> progress;
+  std::vector<std::uint64_t> found;
+  while (!reader.at_end()) {
+    if (const RecordedEvent* e = reader.try_next()) found.push_back(e->position.value());
+    progress.push_back(reader.scanned_through());
+  }
+  EXPECT_EQ(found, (V{5001}));
+  EXPECT_EQ(reader.scanned_through(), 10001u) << "looked through the head though nothing after 5001 matched";
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_GT(progress.size(), 2u) << "a long run without a match is reported in steps, not one unbounded scan";
+  // A plain read reports the last event it returned.
+  auto plain = store().read_all({.max_count = 3});
+  plain.to_vector();
+  EXPECT_EQ(plain.scanned_through(), 3u);
+  // Nothing matches at all: the read still ends at the head.
+  auto none = store().read_all({.from = Position(9000), .filter = EventFilter{.event_types = {"Missing"}}});
+  EXPECT_TRUE(none.to_vector().empty());
+  EXPECT_EQ(none.scanned_through(), 10001u);
+  auto back = store().read_all({.direction = Direction::backward, .filter = EventFilter{.category = "wanted"}});
+  EXPECT_EQ(positions(back.to_vector()), (V{5001}));
+  EXPECT_EQ(back.scanned_through(), 1u);
+}
+
+TEST_P(Conformance, MalformedFiltersAreRejected) {
+  EXPECT_THROW(store().read_all({.filter = EventFilter{.category = "account-1"}}), InvalidArgument);
+  EXPECT_THROW(store().read_all({.filter = EventFilter{.category = ""}}), InvalidArgument);
+  EXPECT_THROW(store().read_all({.filter = EventFilter{.category = "a", .stream_prefix = "a"}}), InvalidArgument);
+  EXPECT_THROW(store().read_all({.filter = EventFilter{.event_types = {""}}}), InvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, Conformance, ::testing::ValuesIn(all_engines()),

@@ -121,6 +121,25 @@ TEST_F(Cli, ReadsAllAndRangesBothWays) {
   EXPECT_EQ(stream[0]["version"], 2);
 }
 
+TEST_F(Cli, ReadsAllFilteredByCategoryAndTypes) {
+  ASSERT_EQ(run({"append", "account-1", "--type", "Opened"}).code, 0);
+  ASSERT_EQ(run({"append", "order-1", "--type", "Opened"}).code, 0);
+  ASSERT_EQ(run({"append", "account-2", "--type", "Deposited"}).code, 0);
+  ASSERT_EQ(run({"append", "account-2", "--type", "Closed"}).code, 0);
+  auto r = run({"read", "$all", "--category", "account", "--type", "Opened", "--type", "Closed"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["position"], 1);
+  EXPECT_EQ(lines[1]["position"], 4);
+  r = run({"read", "$all", "--type", "Opened", "--backward", "--count", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.lines().size(), 1u);
+  EXPECT_EQ(r.lines()[0]["stream"], "order-1");
+  EXPECT_EQ(run({"read", "account-1", "--category", "account"}).code, 2) << "filters apply to $all only";
+  EXPECT_EQ(run({"read", "$all", "--category", "account-1"}).code, 2) << "a category has no '-'";
+}
+
 TEST_F(Cli, ExitCodesDistinguishUsageConflictsNotFoundAndDeleted) {
   ASSERT_EQ(run({"append", "s", "--type", "A"}).code, 0);
 

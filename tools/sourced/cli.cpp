@@ -205,6 +205,10 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   read->add_option("--format", format, "json: one JSON object per line; text: one readable line per event")
       ->check(CLI::IsMember({"json", "text"}))
       ->capture_default_str();
+  std::string category;
+  std::vector<std::string> types;
+  read->add_option("--category", category, "$all only: events of streams in this category (the id before '-')");
+  read->add_option("--type", types, "$all only: events of this type (repeat for several)");
 
   auto* streams = app.add_subcommand("streams", "List streams as JSON lines");
   auto* info = app.add_subcommand("info", "Show one stream's version, event count and state");
@@ -238,6 +242,18 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
     if (append->parsed() || del->parsed()) ev = parse_expected(expected);
     if (read->parsed() && follow && backward) {
       throw UsageError("--follow reads forward, so it cannot be combined with --backward");
+    }
+    std::optional<EventFilter> filter;
+    if (read->parsed() && (!category.empty() || !types.empty())) {
+      if (stream != kAllStream) throw UsageError("--category and --type filter '$all' only");
+      filter = EventFilter{.event_types = types};
+      if (!category.empty()) filter->category = category;
+      // Checked here (the memory engine checks filters like every engine), so a bad one is a usage error.
+      try {
+        open_memory_store()->read_all({.filter = filter});
+      } catch (const InvalidArgument& e) {
+        throw UsageError(e.what());
+      }
     }
     if ((del->parsed() || append->parsed()) && stream_id_problem(stream)) {
       throw UsageError("invalid stream id: " + *stream_id_problem(stream));
@@ -306,7 +322,8 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
       auto print_from = [&](bool must_exist) {
         auto reader = all ? store->read_all({.direction = dir,
                                              .from = has_from || follow ? std::optional(Position(next)) : std::nullopt,
-                                             .max_count = left})
+                                             .max_count = left,
+                                             .filter = filter})
                           : store->read_stream(
                                 stream, {.direction = dir,
                                          .from = has_from || follow ? std::optional(StreamVersion(next)) : std::nullopt,
@@ -322,6 +339,8 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
           next = (all ? e->position.value() : e->version.value()) + 1;
           --left;
         }
+        // A filtered read looked further than its last event: the next one starts after that.
+        if (filter && dir == Direction::forward) next = std::max(next, reader.scanned_through() + 1);
         out.flush();
       };
       // Following: the head is taken before the first read, so an event appended in between wakes us.

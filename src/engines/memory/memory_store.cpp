@@ -9,6 +9,7 @@
 
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
+#include "store/filter.hpp"
 
 namespace sourced {
 namespace {
@@ -59,23 +60,43 @@ class StreamPages final : public detail::PageSource {
 
 class AllPages final : public detail::PageSource {
  public:
-  explicit AllPages(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  AllPages(std::shared_ptr<State> state, std::optional<EventFilter> filter)
+      : state_(std::move(state)), filter_(std::move(filter)) {}
 
   void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
     out.clear();
     std::shared_lock lock(state_->mu);
     std::uint64_t head = state_->log.size();
+    // With a filter, `limit` bounds the events examined, and the scan says how far it went.
+    auto take = [&](std::uint64_t p) {
+      const RecordedEvent& e = state_->log[p - 1];
+      if (!filter_ || filter_->matches(e.stream, e.type)) out.push_back(e);
+    };
+    std::size_t examined = 0;
+    if (filter_) limit = std::max<std::size_t>(limit, 4096);
     if (direction == Direction::forward) {
-      for (std::uint64_t p = std::max<std::uint64_t>(from, 1); p <= head && out.size() < limit; ++p) {
-        out.push_back(state_->log[p - 1]);
-      }
+      std::uint64_t p = std::max<std::uint64_t>(from, 1);
+      scan_.last_key = p - 1;
+      for (; p <= head && examined < limit; ++p, ++examined) take(p);
+      scan_.last_key = p - 1;
+      scan_.reached_end = p > head;
     } else {
-      for (std::uint64_t p = std::min(from, head); p >= 1 && out.size() < limit; --p) out.push_back(state_->log[p - 1]);
+      std::uint64_t p = std::min(from, head);
+      scan_.last_key = p + 1;
+      for (; p >= 1 && examined < limit; --p, ++examined) take(p);
+      scan_.last_key = p + 1;
+      scan_.reached_end = p < 1;
     }
+  }
+  std::optional<Scan> last_scan() const override {
+    if (!filter_) return std::nullopt;
+    return scan_;
   }
 
  private:
   std::shared_ptr<State> state_;
+  std::optional<EventFilter> filter_;
+  Scan scan_;
 };
 
 class MemoryStore final : public EventStore {
@@ -145,7 +166,8 @@ class MemoryStore final : public EventStore {
   }
 
   EventReader read_all(ReadAllOptions options) override {
-    return detail::make_all_reader(options, std::make_shared<AllPages>(state_), kPageSize);
+    if (options.filter) detail::plan_filter(*options.filter);  // validates
+    return detail::make_all_reader(options, std::make_shared<AllPages>(state_, options.filter), kPageSize);
   }
 
   std::optional<StreamInfo> stream_info(std::string_view stream) override {

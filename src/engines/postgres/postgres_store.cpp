@@ -15,6 +15,7 @@
 #include "engines/postgres/pg_schema.hpp"
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
+#include "store/filter.hpp"
 
 namespace sourced {
 namespace {
@@ -43,6 +44,8 @@ enum Stmt : int {
   kCreateStream,
   kDeleteStream,
   kStreamNames,
+  kReadAllFilteredForward,
+  kReadAllFilteredBackward,
   kStatementCount
 };
 
@@ -65,6 +68,28 @@ struct Statements {
     sql[kReadAllBackward] = s("SELECT " + cols +
                               ", e.stream_id FROM {schema}.events e WHERE e.position <= $1 "
                               "ORDER BY e.position DESC LIMIT $2");
+    // A filtered page: the head and the matching events of a window of positions, in one statement (one
+    // snapshot), so the page can say how far it looked without claiming positions it did not see. The
+    // window is [$1, least($2, head)] forward, [greatest(1, least($1, head) - $2 + 1), least($1, head)]
+    // backward; $3 the types (null: any), $4..$6 the stream names (see FilterPlan; $4 null: any).
+    std::string filtered_where =
+        " AND ($3::text[] IS NULL OR e.type = ANY($3::text[])) AND ($4::text IS NULL OR e.stream_id IN "
+        "(SELECT st.id FROM {schema}.streams st WHERE st.name = $6::text OR (st.name >= $4::text AND "
+        "($5::text IS NULL OR st.name < $5::text))))";
+    sql[kReadAllFilteredForward] =
+        s("WITH h AS (SELECT position AS head FROM {schema}.head) SELECT e.*, h.head FROM h LEFT JOIN LATERAL "
+          "(SELECT " +
+          cols +
+          ", e.stream_id FROM {schema}.events e WHERE e.position >= $1::bigint AND e.position <= "
+          "least($2::bigint, h.head)" +
+          filtered_where + " ORDER BY e.position) e ON true ORDER BY e.position");
+    sql[kReadAllFilteredBackward] =
+        s("WITH h AS (SELECT position AS head FROM {schema}.head) SELECT e.*, h.head FROM h LEFT JOIN LATERAL "
+          "(SELECT " +
+          cols +
+          ", e.stream_id FROM {schema}.events e WHERE e.position <= least($1::bigint, h.head) AND "
+          "e.position >= greatest(1, least($1::bigint, h.head) - $2::bigint + 1)" +
+          filtered_where + " ORDER BY e.position DESC) e ON true ORDER BY e.position DESC");
     sql[kStreamNames] = s("SELECT id, name FROM {schema}.streams WHERE id = ANY($1)");
     sql[kReadStreamForward] = s("SELECT " + cols +
                                 " FROM {schema}.events e WHERE e.stream_id = $1 AND e.version >= $2 "
@@ -235,6 +260,71 @@ class AllPages final : public detail::PageSource {
   std::vector<std::int64_t> ids_;
 };
 
+// A filtered page of `$all`, evaluated by the server (see kReadAllFilteredForward).
+class FilteredAllPages final : public detail::PageSource {
+ public:
+  FilteredAllPages(std::shared_ptr<Shared> shared, const EventFilter& filter)
+      : shared_(std::move(shared)), plan_(detail::plan_filter(filter)) {}
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    limit = std::max(limit, kFilteredScan);
+    bool forward = direction == Direction::forward;
+    from = std::min<std::uint64_t>(forward ? std::max<std::uint64_t>(from, 1) : from, INT64_MAX);
+    std::uint64_t want = std::min<std::uint64_t>(from + limit - 1, INT64_MAX);
+    Params p;
+    if (forward) {
+      p.text(std::to_string(from)).text(std::to_string(want));
+    } else {
+      p.text(std::to_string(from)).text(std::to_string(limit));
+    }
+    if (plan_.types.empty()) {
+      p.null();
+    } else {
+      detail::pg::ArrayParam types(detail::pg::kTextOid);
+      for (const auto& t : plan_.types) types.add_bytes(t);
+      p.binary(types.finish(), detail::pg::kTextArrayOid);
+    }
+    if (plan_.by_stream) {
+      p.text(plan_.lo);
+      plan_.hi ? p.text(*plan_.hi) : p.null();
+      plan_.exact ? p.text(*plan_.exact) : p.null();
+    } else {
+      p.null().null().null();
+    }
+    Result r = shared_->run(forward ? kReadAllFilteredForward : kReadAllFilteredBackward, p, Format::binary,
+                            "reading $all with a filter");
+    int n = r.rows();
+    auto head = n > 0 ? static_cast<std::uint64_t>(detail::pg::read_int8(r.raw(0, 10))) : 0;
+    if (forward) {
+      std::uint64_t hi = std::min(want, head);
+      scan_.reached_end = want >= head;
+      scan_.last_key = hi < from ? from - 1 : hi;
+    } else {
+      std::uint64_t hi = std::min(from, head);
+      std::uint64_t lo = hi >= limit ? hi - limit + 1 : 1;
+      scan_.reached_end = lo <= 1;
+      scan_.last_key = hi == 0 ? 1 : lo;
+    }
+    out.clear();
+    ids_.clear();
+    for (int i = 0; i < n; ++i) {
+      if (r.is_null(i, 0)) continue;  // the head row of a window with no match
+      read_event(r, i, out.emplace_back());
+      out.back().stream.clear();
+      ids_.push_back(detail::pg::read_int8(r.raw(i, 9)));
+    }
+    shared_->name_streams(out, ids_);
+  }
+  std::optional<Scan> last_scan() const override { return scan_; }
+
+ private:
+  static constexpr std::size_t kFilteredScan = 4096;
+  std::shared_ptr<Shared> shared_;
+  detail::FilterPlan plan_;
+  std::vector<std::int64_t> ids_;
+  Scan scan_;
+};
+
 class StreamPages final : public detail::PageSource {
  public:
   StreamPages(std::shared_ptr<Shared> shared, std::string stream, std::int64_t stream_id, std::uint64_t hidden)
@@ -305,6 +395,10 @@ class PostgresStore final : public EventStore {
   }
 
   EventReader read_all(ReadAllOptions options) override {
+    if (options.filter) {
+      return detail::make_all_reader(options, std::make_shared<FilteredAllPages>(shared_, *options.filter),
+                                     shared_->options.read_page_size);
+    }
     return detail::make_all_reader(options, std::make_shared<AllPages>(shared_), shared_->options.read_page_size);
   }
 

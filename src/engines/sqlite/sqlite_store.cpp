@@ -11,10 +11,12 @@
 #include <unordered_map>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "engines/sqlite/sqlite_db.hpp"
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
+#include "store/filter.hpp"
 
 namespace sourced {
 namespace {
@@ -27,6 +29,8 @@ constexpr int kSchemaVersion = 1;
 // PRAGMA application_id of a sourced store ("SRCD"): tells our files from other programs' databases.
 constexpr std::int64_t kApplicationId = 0x53524344;
 constexpr std::size_t kPageSize = 1024;
+// Events a filtered page examines at least: more than a plain page, as most may not pass.
+constexpr std::size_t kFilteredScan = 4096;
 
 // Migration 1. Positions are the rowid of `events`: a B-tree keyed by position, so `$all` reads are a
 // range scan and appends land at the right edge.
@@ -161,6 +165,82 @@ class AllPages final : public detail::PageSource {
 
  private:
   std::shared_ptr<Shared> shared_;
+};
+
+// A filtered page of `$all`: examines the positions [from, from + limit) (or down from `from`), returns
+// the events that pass in SQL, and says how far it looked. The head is read in the same read
+// transaction as the page, so "looked through position p" never claims a position the page's snapshot
+// did not hold (positions are handed out in commit order, so no later commit lands at or below it).
+class FilteredAllPages final : public detail::PageSource {
+ public:
+  FilteredAllPages(std::shared_ptr<Shared> shared, const EventFilter& filter)
+      : shared_(std::move(shared)), plan_(detail::plan_filter(filter)) {
+    if (!plan_.types.empty()) types_json_ = nlohmann::json(plan_.types).dump();
+  }
+
+  void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
+    static constexpr const char* kSelect =
+        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
+        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position >= ?1 AND e.position <= ?2 "
+        "AND (?3 IS NULL OR e.type IN (SELECT value FROM json_each(?3))) "
+        "AND (?4 IS NULL OR s.name = ?6 OR (s.name >= ?4 AND (?5 IS NULL OR s.name < ?5))) "
+        "ORDER BY e.position";
+    static constexpr const char* kSelectBackward =
+        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
+        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position >= ?1 AND e.position <= ?2 "
+        "AND (?3 IS NULL OR e.type IN (SELECT value FROM json_each(?3))) "
+        "AND (?4 IS NULL OR s.name = ?6 OR (s.name >= ?4 AND (?5 IS NULL OR s.name < ?5))) "
+        "ORDER BY e.position DESC";
+    out.clear();
+    auto conn = shared_->readers.acquire();
+    conn->exec("BEGIN");
+    struct EndRead {
+      Connection& c;
+      ~EndRead() { sqlite3_exec(c.handle(), "COMMIT", nullptr, nullptr, nullptr); }
+    } end_read{*conn};
+    limit = std::max(limit, kFilteredScan);
+    Statement& h = conn->prepare("SELECT coalesce(max(position), 0) FROM events");
+    h.step();
+    auto head = static_cast<std::uint64_t>(h.int64(0));
+    h.reset();
+    std::uint64_t lo, hi;
+    bool forward = direction == Direction::forward;
+    if (forward) {
+      from = std::max<std::uint64_t>(from, 1);
+      std::uint64_t want = from + limit - 1 < from ? kUnlimited : from + limit - 1;
+      lo = from;
+      hi = std::min(want, head);
+      scan_.reached_end = want >= head;
+      scan_.last_key = hi < lo ? lo - 1 : hi;
+    } else {
+      hi = std::min(from, head);
+      lo = hi >= limit ? hi - limit + 1 : 1;
+      scan_.reached_end = lo <= 1;
+      scan_.last_key = hi == 0 ? 1 : lo;
+    }
+    if (hi < lo || hi == 0) return;
+    Statement& st = conn->prepare(forward ? kSelect : kSelectBackward);
+    st.bind(1, static_cast<std::int64_t>(lo)).bind(2, static_cast<std::int64_t>(hi));
+    if (!types_json_.empty()) st.bind_text(3, types_json_);
+    if (plan_.by_stream) {
+      st.bind_text(4, plan_.lo);
+      if (plan_.hi) st.bind_text(5, *plan_.hi);
+      if (plan_.exact) st.bind_text(6, *plan_.exact);
+    }
+    while (st.step()) {
+      RecordedEvent& e = out.emplace_back();
+      e.stream.assign(st.text(0));
+      read_event(st, 1, e);
+    }
+    st.reset();
+  }
+  std::optional<Scan> last_scan() const override { return scan_; }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  detail::FilterPlan plan_;
+  std::string types_json_;
+  Scan scan_;
 };
 
 class StreamPages final : public detail::PageSource {
@@ -323,6 +403,9 @@ class SqliteStore final : public EventStore {
   }
 
   EventReader read_all(ReadAllOptions options) override {
+    if (options.filter) {
+      return detail::make_all_reader(options, std::make_shared<FilteredAllPages>(shared_, *options.filter), kPageSize);
+    }
     return detail::make_all_reader(options, std::make_shared<AllPages>(shared_), kPageSize);
   }
 
