@@ -83,7 +83,10 @@ std::optional<AppendResult> check_replay(std::string_view stream, const StreamSt
   }
   if (found_count == 0) return std::nullopt;
   const StoredLocation& first = *found[first_found];
+  // Not a repeat: like EventStoreDB, the expected version is checked first, so one append gets one error
+  // whatever part of it was stored before; a reused id is reported only when the stream is as expected.
   auto duplicate = [&](std::size_t i) {
+    check_expected(stream, state, expected);
     return DuplicateEventId(events[i].id, std::string(stream), found[i]->stream, found[i]->version);
   };
   if (found_count != events.size()) throw duplicate(first_found);
@@ -107,11 +110,8 @@ std::optional<AppendResult> check_replay(std::string_view stream, const StreamSt
       matches = expected.version().value() + 1 == first.version.value();
       break;
   }
-  if (!matches) {
-    // The events are stored, but not where this writer expected: it is a different append.
-    check_expected(stream, state, expected);
-    throw duplicate(first_found);
-  }
+  // The events are stored, but not where this writer expected: it is a different append.
+  if (!matches) throw duplicate(first_found);
   AppendResult r;
   r.first_version = first.version;
   r.last_version = found.back()->version;

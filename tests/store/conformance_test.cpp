@@ -273,6 +273,24 @@ TEST_P(Conformance, ReusingAnEventIdElsewhereIsAnError) {
   EXPECT_EQ(store().head_position(), Position(2));
 }
 
+TEST_P(Conformance, TheExpectedVersionIsCheckedBeforeReusedEventIds) {
+  // The stream is at version 2 and event A at version 1: whatever part of A's append is repeated, a wrong
+  // expected version is the one error reported; a reused id is reported only when the stream is as expected.
+  auto a = Uuid::v4();
+  store().append("s", ExpectedVersion::any(), {event_with_id("A", a), event("X")});
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(5), {event_with_id("A", a)}), WrongExpectedVersion);
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(5), {event_with_id("A", a), event("B")}),
+               WrongExpectedVersion);
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(5), {event("B"), event_with_id("A", a)}),
+               WrongExpectedVersion);
+  EXPECT_THROW(store().append("s", ExpectedVersion::no_stream(), {event_with_id("A", a), event("B")}),
+               WrongExpectedVersion);
+  EXPECT_THROW(store().append("t", ExpectedVersion::stream_exists(), {event_with_id("A", a)}), WrongExpectedVersion);
+  EXPECT_THROW(store().append("s", ExpectedVersion::exact(2), {event_with_id("A", a), event("B")}), DuplicateEventId);
+  EXPECT_THROW(store().append("t", ExpectedVersion::no_stream(), {event_with_id("A", a)}), DuplicateEventId);
+  EXPECT_EQ(store().head_position(), Position(2));
+}
+
 TEST_P(Conformance, ReadsAStreamForwardAndBackwardFromAVersionWithACount) {
   append_n("s", 10);
   append_n("other", 3);
