@@ -73,20 +73,21 @@ struct Model {
     std::size_t found = 0;
     for (const auto& e : events) found += e.id && ids.count(*e.id);
     if (found > 0) {
-      if (found != events.size()) return ErrorCode::duplicate_event_id;
+      // Not a repeat: the expected version is checked before the reused id is reported.
+      auto conflict = [&] {
+        return expected_ok(ev, last, visible) ? ErrorCode::duplicate_event_id : ErrorCode::wrong_expected_version;
+      };
+      if (found != events.size()) return conflict();
       const ModelEvent& first = log[ids[*events[0].id] - 1];
       for (std::size_t i = 0; i < events.size(); ++i) {
         const ModelEvent& e = log[ids[*events[i].id] - 1];
-        if (e.stream != s || e.version != first.version + i) return ErrorCode::duplicate_event_id;
+        if (e.stream != s || e.version != first.version + i) return conflict();
       }
       bool matches = ev.kind() == ExpectedVersion::Kind::any || ev.kind() == ExpectedVersion::Kind::stream_exists ||
                      (ev.kind() == ExpectedVersion::Kind::no_stream &&
                       (first.version == 1 || first.version - 1 == (st ? st->hidden : 0))) ||
                      (ev.kind() == ExpectedVersion::Kind::exact && ev.version().value() + 1 == first.version);
-      if (!matches) {
-        if (!expected_ok(ev, last, visible)) return ErrorCode::wrong_expected_version;
-        return ErrorCode::duplicate_event_id;
-      }
+      if (!matches) return conflict();
       out = {StreamVersion(first.version), StreamVersion(first.version + events.size() - 1), Position(first.position),
              Position(first.position + events.size() - 1), true};
       return std::nullopt;
