@@ -1,7 +1,12 @@
 #pragma once
 // sourced::EventStore: streams of events with optimistic concurrency, and one global ordered log `$all`.
 //
-// An EventStore is safe for concurrent use from many threads without external synchronisation. Engines:
+// An EventStore is safe for concurrent use from many threads without external synchronisation.
+//
+// Lifetimes: destroy a store only once no other thread is calling into it, with one exception: threads
+// blocked in wait_for_events_after() are woken by the destructor, return as on a timeout, and the
+// destructor waits for them to leave. Readers (EventReader) may outlive the store that made them: each
+// keeps alive what it reads from (the connection pool, the memory engine's log). Engines:
 // memory (tests), SQLite (the embedded default) and PostgreSQL (shared by many processes); open one with
 // open_store() or the engine's own open_*_store(). The semantics below hold for every engine; the
 // conformance suite in tests/store pins them down.
@@ -17,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -136,10 +142,11 @@ class EventStore {
 
   // The position of the last event in `$all` (0 when empty).
   virtual Position head_position() = 0;
-  // Blocks until `$all` holds an event after `after`, or `timeout` passes; returns the head position then
-  // (still <= `after` on timeout). What live subscriptions wait on: engines wake waiters as soon as their
-  // own appends commit and poll for other processes' appends, so a missed wake-up only delays.
-  virtual Position wait_for_events_after(Position after, std::chrono::milliseconds timeout);
+  // Blocks until `$all` holds an event after `after`, `timeout` passes, or `stop` is requested; returns the
+  // head position then (still <= `after` on timeout or stop). What live subscriptions wait on: engines wake
+  // waiters as soon as their own appends commit and poll for other processes' appends, so a missed
+  // wake-up only delays. Destroying the store wakes its waiters, which then return `after`.
+  virtual Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop = {});
   virtual StoreStats stats() = 0;
 };
 

@@ -23,7 +23,6 @@ struct Stream {
 
 struct State {
   std::shared_mutex mu;
-  std::condition_variable_any appended;  // notified after every append that wrote events
   std::map<std::string, Stream, std::less<>> streams;
   std::deque<RecordedEvent> log;                // log[p - 1] is the event at position p
   std::unordered_map<Uuid, std::uint64_t> ids;  // event id -> position
@@ -152,7 +151,7 @@ class MemoryStore final : public EventStore {
     result.last_version = s.state.last;
     result.last_position = Position(state_->log.size());
     lock.unlock();
-    state_->appended.notify_all();
+    commit_signal_.committed();
     return result;
   }
 
@@ -211,11 +210,13 @@ class MemoryStore final : public EventStore {
     return Position(state_->log.size());
   }
 
-  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout) override {
-    std::shared_lock lock(state_->mu);
-    state_->appended.wait_for(lock, std::min(timeout, std::chrono::milliseconds(detail::kMaxWaitMs)),
-                              [&] { return state_->log.size() > after.value(); });
-    return Position(state_->log.size());
+  ~MemoryStore() override { commit_signal_.close(); }
+
+  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop) override {
+    // Only this object writes its log, so every append wakes the waiters: no polling needed.
+    return commit_signal_.wait(
+        after, timeout, std::move(stop), [this] { return head_position(); },
+        std::chrono::milliseconds(detail::kMaxWaitMs));
   }
 
   StoreStats stats() override {
@@ -229,6 +230,7 @@ class MemoryStore final : public EventStore {
   }
   static constexpr std::size_t kPageSize = 512;
   std::shared_ptr<State> state_ = std::make_shared<State>();
+  detail::CommitSignal commit_signal_;
 };
 
 }  // namespace

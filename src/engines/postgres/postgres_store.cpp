@@ -376,6 +376,8 @@ class PostgresStore final : public EventStore {
     detail::pg::migrate(*c, shared_->pool.target(), options.schema, options.create_if_missing, options.read_only);
   }
 
+  ~PostgresStore() override { commit_signal_.close(); }
+
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
     auto prepared = detail::prepare_append(stream, events);
     refuse_if_read_only(stream);
@@ -463,9 +465,9 @@ class PostgresStore final : public EventStore {
     return Position(static_cast<std::uint64_t>(r.int8(0, 0)));
   }
 
-  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout) override {
+  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop) override {
     // This process's appends wake waiters at once; other processes' are seen by polling the head.
-    return commit_signal_.wait(after, timeout, [this] { return head_position(); });
+    return commit_signal_.wait(after, timeout, std::move(stop), [this] { return head_position(); });
   }
 
   StoreStats stats() override {

@@ -366,6 +366,7 @@ class SqliteStore final : public EventStore {
   }
 
   ~SqliteStore() override {
+    commit_signal_.close();
     if (!writer_thread_.joinable()) return;  // read-only: no threads
     {
       std::lock_guard lock(mu_);
@@ -457,9 +458,9 @@ class SqliteStore final : public EventStore {
     return p;
   }
 
-  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout) override {
+  Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop) override {
     // Our own commits wake us at once; other processes' commits are seen by polling every 50 ms.
-    return commit_signal_.wait(after, timeout, [this] { return head_position(); });
+    return commit_signal_.wait(after, timeout, std::move(stop), [this] { return head_position(); });
   }
 
   StoreStats stats() override {
