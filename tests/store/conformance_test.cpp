@@ -769,49 +769,50 @@ TEST_P(Conformance, MalformedFiltersAreRejected) {
   EXPECT_THROW(store().read_all({.filter = EventFilter{.category = ""}}), InvalidArgument);
   EXPECT_THROW(store().read_all({.filter = EventFilter{.category = "a", .stream_prefix = "a"}}), InvalidArgument);
   EXPECT_THROW(store().read_all({.filter = EventFilter{.event_types = {""}}}), InvalidArgument);
+}
 
-  TEST_P(Conformance, AWaitEndsPromptlyWhenItsStopTokenIsRequested) {
-    append_n("s", 1);
-    std::stop_source stop;
-    Position got(99);
-    std::thread waiter(
-        [&] { got = store().wait_for_events_after(Position(1), std::chrono::hours(1), stop.get_token()); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    auto start = std::chrono::steady_clock::now();
-    stop.request_stop();
-    waiter.join();
-    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2)) << "the wait was not cancelled";
-    EXPECT_EQ(got, Position(1)) << "a cancelled wait returns the head as it is";
-    std::stop_source already;
-    already.request_stop();
-    EXPECT_EQ(store().wait_for_events_after(Position(1), std::chrono::hours(1), already.get_token()), Position(1));
+TEST_P(Conformance, AWaitEndsPromptlyWhenItsStopTokenIsRequested) {
+  append_n("s", 1);
+  std::stop_source stop;
+  Position got(99);
+  std::thread waiter(
+      [&] { got = store().wait_for_events_after(Position(1), std::chrono::hours(1), stop.get_token()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto start = std::chrono::steady_clock::now();
+  stop.request_stop();
+  waiter.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2)) << "the wait was not cancelled";
+  EXPECT_EQ(got, Position(1)) << "a cancelled wait returns the head as it is";
+  std::stop_source already;
+  already.request_stop();
+  EXPECT_EQ(store().wait_for_events_after(Position(1), std::chrono::hours(1), already.get_token()), Position(1));
+}
+
+TEST_P(Conformance, DestroyingTheStoreWakesItsWaitersWhichReturnAsOnTimeout) {
+  append_n("s", 1);
+  constexpr int kWaiters = 4;
+  std::atomic<int> returned{0};
+  std::vector<Position> got(kWaiters, Position(99));
+  std::vector<std::thread> waiters;
+  EventStore* s = store_.get();
+  for (int i = 0; i < kWaiters; ++i) {
+    waiters.emplace_back([&, s, i] {
+      got[i] = s->wait_for_events_after(Position(1), std::chrono::hours(1));
+      ++returned;
+    });
   }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all in their wait by then
+  EXPECT_EQ(returned.load(), 0);
+  auto start = std::chrono::steady_clock::now();
+  store_.reset();
+  EXPECT_EQ(returned.load(), kWaiters) << "the destructor returned before its waiters left";
+  for (auto& w : waiters) w.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  for (Position p : got) EXPECT_EQ(p, Position(1));
+}
 
-  TEST_P(Conformance, DestroyingTheStoreWakesItsWaitersWhichReturnAsOnTimeout) {
-    append_n("s", 1);
-    constexpr int kWaiters = 4;
-    std::atomic<int> returned{0};
-    std::vector<Position> got(kWaiters, Position(99));
-    std::vector<std::thread> waiters;
-    EventStore* s = store_.get();
-    for (int i = 0; i < kWaiters; ++i) {
-      waiters.emplace_back([&, s, i] {
-        got[i] = s->wait_for_events_after(Position(1), std::chrono::hours(1));
-        ++returned;
-      });
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // all in their wait by then
-    EXPECT_EQ(returned.load(), 0);
-    auto start = std::chrono::steady_clock::now();
-    store_.reset();
-    EXPECT_EQ(returned.load(), kWaiters) << "the destructor returned before its waiters left";
-    for (auto& w : waiters) w.join();
-    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
-    for (Position p : got) EXPECT_EQ(p, Position(1));
-  }
-
-  INSTANTIATE_TEST_SUITE_P(Engines, Conformance, ::testing::ValuesIn(all_engines()),
-                           [](const auto& info) { return info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Engines, Conformance, ::testing::ValuesIn(all_engines()),
+                         [](const auto& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace sourced::testing
