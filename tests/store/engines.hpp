@@ -55,6 +55,8 @@ class EngineHarness {
   virtual bool durable() const { return true; }
   // Why this engine cannot run here (e.g. no server configured); tests skip with this message.
   virtual std::optional<std::string> skip_reason() const { return std::nullopt; }
+  // Where another process opens the same store with open_store(); nullopt when it cannot.
+  virtual std::optional<std::string> location() const { return std::nullopt; }
 };
 
 class MemoryHarness final : public EngineHarness {
@@ -66,6 +68,7 @@ class MemoryHarness final : public EngineHarness {
 class SqliteHarness final : public EngineHarness {
  public:
   std::unique_ptr<EventStore> open() override { return open_sqlite_store((dir_.path() / "store.db").string()); }
+  std::optional<std::string> location() const override { return (dir_.path() / "store.db").string(); }
 
  private:
   TempDir dir_;
@@ -127,6 +130,10 @@ class PostgresHarness final : public EngineHarness {
     return std::nullopt;
   }
   const std::string& schema() const { return schema_; }
+  std::optional<std::string> location() const override {
+    if (!url_) return std::nullopt;
+    return *url_ + (url_->find('?') == std::string::npos ? "?" : "&") + "schema=" + schema_;
+  }
 
  private:
   std::optional<std::string> url_;
