@@ -192,8 +192,22 @@ const char* const* Params::values() {
 std::int64_t Result::int8(int row, int col) const {
   auto s = get(row, col);
   std::int64_t v = 0;
-  std::from_chars(s.data(), s.data() + s.size(), v);
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (is_null(row, col) || ec != std::errc() || end != s.data() + s.size()) unreadable(row, col, "an integer");
   return v;
+}
+
+Uuid Result::uuid(int row, int col) const {
+  auto id = is_null(row, col) ? std::nullopt : Uuid::parse(get(row, col));
+  if (!id) unreadable(row, col, "a UUID");
+  return *id;
+}
+
+void Result::unreadable(int row, int col, std::string_view type) const {
+  const char* name = PQfname(r_, col);
+  std::string value = is_null(row, col) ? "NULL" : fmt::format("'{}'", get(row, col).substr(0, 64));
+  throw StorageError(fmt::format("PostgreSQL returned {} in column '{}' (row {}), where {} was expected", value,
+                                 name ? name : std::to_string(col), row, type));
 }
 
 Connection::Connection(const Target& target) : display_(target.display) {

@@ -141,11 +141,15 @@ class Result {
     return {PQgetvalue(r_, row, col), static_cast<std::size_t>(PQgetlength(r_, row, col))};
   }
   const char* raw(int row, int col) const { return PQgetvalue(r_, row, col); }
-  // Text-format helpers.
+  // Text-format helpers. A value that does not parse (NULL included) throws StorageError naming the
+  // column: a silent 0 would be a position or version no caller could tell from a real one.
   std::int64_t int8(int row, int col) const;
+  Uuid uuid(int row, int col) const;
   bool boolean(int row, int col) const { return get(row, col) == "t"; }
 
  private:
+  [[noreturn]] void unreadable(int row, int col, std::string_view type) const;
+
   PGresult* r_;
 };
 

@@ -1,11 +1,11 @@
 #include "sourced/postgres_store.hpp"
 
 #include <algorithm>
-#include <condition_variable>
-#include <deque>
 #include <exception>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -16,10 +16,12 @@
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
 #include "store/filter.hpp"
+#include "store/group_commit.hpp"
 
 namespace sourced {
 namespace {
 
+using detail::GroupCommit;
 using detail::pg::ArrayParam;
 using detail::pg::Connection;
 using detail::pg::Format;
@@ -368,22 +370,47 @@ int expected_kind(ExpectedVersion e) {
   return 0;
 }
 
-class PostgresStore final : public EventStore {
+// One append waiting for (or taking part in) a group commit.
+struct AppendRequest final : GroupCommit::Request {
+  AppendRequest(std::string_view s, ExpectedVersion e, const std::vector<detail::PreparedEvent>* ev)
+      : Request(ev->size(), size_of(*ev)), stream(s), expected(e), events(ev) {}
+  static std::size_t size_of(const std::vector<detail::PreparedEvent>& events) {
+    std::size_t size = 0;
+    for (const auto& e : events) size += e.data->data.size() + e.data->metadata.size() + e.data->type.size();
+    return size;
+  }
+  std::string_view stream;
+  ExpectedVersion expected;
+  const std::vector<detail::PreparedEvent>* events;
+  AppendResult result{};
+};
+
+class PostgresStore final : public EventStore, private GroupCommit::Engine {
  public:
   PostgresStore(Target target, PostgresOptions options) {
     shared_ = std::make_shared<Shared>(std::move(target), options);
-    auto c = shared_->pool.acquire();
-    detail::pg::migrate(*c, shared_->pool.target(), options.schema, options.create_if_missing, options.read_only);
+    {
+      auto c = shared_->pool.acquire();
+      detail::pg::migrate(*c, shared_->pool.target(), options.schema, options.create_if_missing, options.read_only);
+    }
+    if (options.read_only) return;  // appends are refused before they reach the group commit
+    detail::GroupLimits limits;
+    limits.max_events = options.max_group_events;
+    limits.max_appends = options.max_group_appends;
+    limits.max_bytes = kMaxGroupBytes;
+    group_commit_.emplace(static_cast<GroupCommit::Engine&>(*this), limits);
   }
 
-  ~PostgresStore() override { commit_signal_.close(); }
+  ~PostgresStore() override {
+    commit_signal_.close();
+    group_commit_.reset();  // runs what is queued; its hooks use shared_
+  }
 
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
     auto prepared = detail::prepare_append(stream, events);
     refuse_if_read_only(stream);
-    Request req{stream, expected, &prepared};
-    submit(req);
-    if (req.error) std::rethrow_exception(req.error);
+    AppendRequest req(stream, expected, &prepared);
+    group_commit_->submit(req);
     return req.result;
   }
 
@@ -489,138 +516,46 @@ class PostgresStore final : public EventStore {
     }
   }
 
-  // One append waiting for (or taking part in) a group commit.
-  struct Request {
-    Request(std::string_view s, ExpectedVersion e, const std::vector<detail::PreparedEvent>* ev)
-        : stream(s), expected(e), events(ev) {}
-    std::string_view stream;
-    ExpectedVersion expected;
-    const std::vector<detail::PreparedEvent>* events;
-    AppendResult result{};
-    std::exception_ptr error;
-    // Guarded by mu: set by the leader that ran this request, or by the one handing leadership over.
-    bool done = false;
-    bool lead = false;
-    std::mutex mu;
-    std::condition_variable cv;
-  };
+  // Group commit (detail::GroupCommit): each group of appends goes to the server as one append_group
+  // call: one round trip, one transaction, one commit.
 
-  // Leader/follower group commit: a thread that queues an append while no leader is active becomes the
-  // leader; it takes the queued appends, sends them in one append_group call (one round trip, one
-  // transaction, one commit), wakes each follower it finished, and hands leadership to the oldest
-  // waiting append, if any. Appends that arrive meanwhile form the next group. Every wake-up is a
-  // notify on the woken request's own mutex, so no thread is woken for nothing.
-  void submit(Request& req) {
-    bool lead;
-    {
-      std::lock_guard lock(mu_);
-      queue_.push_back(&req);
-      lead = !leader_active_;
-      if (lead) leader_active_ = true;
+  // The function decides each append against what is stored, and writes a group's events at the end, so
+  // two appends sharing a caller-given id must not be in one group: the second must see the first's
+  // events.
+  bool admit(const GroupCommit::Request& base, bool first) override {
+    const auto& r = static_cast<const AppendRequest&>(base);
+    if (first) group_ids_.clear();
+    for (const auto& e : *r.events) {
+      if (e.id_given && group_ids_.contains(e.id)) return false;
     }
-    if (!lead) {
-      std::unique_lock wait_lock(req.mu);
-      req.cv.wait(wait_lock, [&] { return req.done || req.lead; });
-      if (req.done) return;
+    for (const auto& e : *r.events) {
+      if (e.id_given) group_ids_.insert(e.id);
     }
-    for (bool mine = false; !mine;) {
-      std::vector<Request*> group;
-      try {
-        std::lock_guard lock(mu_);
-        group = take_group();
-      } catch (...) {
-        // Out of memory before anything left the queue: withdraw our own append, hand over, fail.
-        {
-          std::lock_guard lock(mu_);
-          std::erase(queue_, &req);
-        }
-        hand_over();
-        throw;
-      }
-      try {
-        run_group(group);
-      } catch (...) {
-        // run_group reports server errors per request; what escapes (allocation) fails the whole group.
-        for (Request* r : group) {
-          if (!r->error) r->error = std::current_exception();
-        }
-      }
-      commit_signal_.committed();
-      for (Request* r : group) {
-        if (r == &req) {
-          mine = true;
-          continue;
-        }
-        std::lock_guard request_lock(r->mu);
-        r->done = true;
-        r->cv.notify_one();
-      }
-    }
-    hand_over();
+    return true;
   }
 
-  // Gives leadership to the oldest waiting append, or gives it up when none waits.
-  void hand_over() {
-    Request* next = nullptr;
-    {
-      std::lock_guard lock(mu_);
-      if (queue_.empty()) {
-        leader_active_ = false;
-      } else {
-        next = queue_.front();  // still waiting, so alive; no one else takes groups while we lead
-      }
-    }
-    if (next) {
-      std::lock_guard request_lock(next->mu);
-      next->lead = true;
-      next->cv.notify_one();
-    }
+  GroupCommit::Request* run(std::span<GroupCommit::Request* const> base) override {
+    std::vector<AppendRequest*> group;
+    group.reserve(base.size());
+    for (auto* r : base) group.push_back(static_cast<AppendRequest*>(r));
+    run_group(group);
+    return nullptr;
   }
 
-  // The longest prefix of the queue within the limits in which no caller-given id appears twice. The
-  // function decides each append against what is stored, and writes a group's events at the end, so two
-  // appends sharing an id must not be in one group: the second must see the first's events.
-  std::vector<Request*> take_group() {
-    // Builds the group before removing anything from the queue, so an exception loses no request.
-    std::vector<Request*> group;
-    std::unordered_set<Uuid> ids;
-    std::size_t total = 0, bytes = 0;
-    const auto& o = shared_->options;
-    for (Request* r : queue_) {
-      std::size_t size = 0;
-      for (const auto& e : *r->events) size += e.data->data.size() + e.data->metadata.size() + e.data->type.size();
-      if (!group.empty() && (total + r->events->size() > o.max_group_events || group.size() >= o.max_group_appends ||
-                             bytes + size > kMaxGroupBytes)) {
-        break;
-      }
-      bool clash = false;
-      for (const auto& e : *r->events) {
-        if (e.id_given && ids.contains(e.id)) clash = true;
-      }
-      if (clash) break;
-      for (const auto& e : *r->events) {
-        if (e.id_given) ids.insert(e.id);
-      }
-      total += r->events->size();
-      bytes += size;
-      group.push_back(r);
-    }
-    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(group.size()));
-    return group;
-  }
+  void committed(std::span<GroupCommit::Request* const>) noexcept override { commit_signal_.committed(); }
 
   // PostgreSQL refuses a parameter over 1 GB; groups stay well below it, so one large append cannot make
   // the appends grouped with it fail. An append larger than this on its own still goes alone.
   static constexpr std::size_t kMaxGroupBytes = 64u << 20;
 
-  void run_group(const std::vector<Request*>& group) {
+  void run_group(const std::vector<AppendRequest*>& group) {
     using namespace detail::pg;
     ArrayParam streams(kTextOid), kinds(kInt4Oid), expected(kInt8Oid), starts(kInt4Oid), counts(kInt4Oid),
         lookups(kBoolOid), reqs(kInt4Oid), ids(kUuidOid), given(kBoolOid), types(kTextOid), data(kByteaOid),
         metadata(kByteaOid), correlation(kUuidOid), causation(kUuidOid);
     std::int32_t ordinal = 1;
     for (std::size_t i = 0; i < group.size(); ++i) {
-      const Request& r = *group[i];
+      const AppendRequest& r = *group[i];
       streams.add_bytes(r.stream);
       kinds.add_int4(expected_kind(r.expected));
       expected.add_int8(static_cast<std::int64_t>(r.expected.version().value()));
@@ -662,7 +597,7 @@ class PostgresStore final : public EventStore {
     try {
       c.emplace(shared_->pool.acquire());  // a failure here sent nothing: its error needs no caveat
     } catch (...) {
-      for (Request* r : group) r->error = std::current_exception();
+      for (AppendRequest* r : group) r->error = std::current_exception();
       return;
     }
     try {
@@ -675,45 +610,68 @@ class PostgresStore final : public EventStore {
           std::make_exception_ptr(ConnectionError(
               std::string(e.what()) + "; the append was committed whole or not at all: read the stream, or repeat the "
                                       "append with the same event ids (which is idempotent), to find out which"));
-      for (Request* r : group) r->error = err;
+      for (AppendRequest* r : group) r->error = err;
       return;
     } catch (...) {
-      for (Request* r : group) r->error = std::current_exception();
+      for (AppendRequest* r : group) r->error = std::current_exception();
       return;
     }
-    finish_group(group, *result);
+    try {
+      finish_group(group, *result);
+    } catch (const Error& e) {
+      // An answer we cannot read: the appends committed (or not) as the server decided, but we cannot
+      // tell each caller its positions. Say so rather than guess.
+      auto err =
+          std::make_exception_ptr(StorageError(
+              std::string(e.what()) + "; the group of appends was committed whole or not at all: read the streams, or "
+                                      "repeat the appends with the same event ids (which is idempotent), to find out"));
+      for (AppendRequest* r : group) r->error = err;
+    }
   }
 
   // Turns append_group's rows into each append's result or error.
-  void finish_group(const std::vector<Request*>& group, const Result& res) {
+  // Turns append_group's rows into each append's result or error. Throws StorageError, before any
+  // request is answered, when a row cannot be read: a dropped id or a zero position would be silent.
+  void finish_group(const std::vector<AppendRequest*>& group, const Result& res) {
     std::vector<std::map<Uuid, detail::StoredLocation>> found(group.size());
     std::vector<bool> answered(group.size(), false);
+    std::vector<std::optional<detail::StreamState>> states(group.size());
+    std::vector<std::uint64_t> first_positions(group.size(), 0);
+    std::vector<bool> written(group.size(), false);
     for (int row = 0; row < res.rows(); ++row) {
-      auto i = static_cast<std::size_t>(res.int8(row, 0) - 1);
-      if (i >= group.size()) continue;
-      Request& r = *group[i];
+      auto n = res.int8(row, 0);
+      if (n < 1 || static_cast<std::uint64_t>(n) > group.size()) {
+        throw StorageError(
+            fmt::format("PostgreSQL's append_group returned request number {} for a group of {}", n, group.size()));
+      }
+      auto i = static_cast<std::size_t>(n - 1);
       if (!res.is_null(row, 7)) {
-        auto id = Uuid::parse(res.get(row, 7));
-        if (id) {
-          found[i][*id] = {std::string(res.get(row, 8)), StreamVersion(static_cast<std::uint64_t>(res.int8(row, 9))),
-                           Position(static_cast<std::uint64_t>(res.int8(row, 10)))};
-        }
+        found[i][res.uuid(row, 7)] = {std::string(res.get(row, 8)),
+                                      StreamVersion(static_cast<std::uint64_t>(res.int8(row, 9))),
+                                      Position(static_cast<std::uint64_t>(res.int8(row, 10)))};
         continue;
       }
       answered[i] = true;
-      detail::StreamState state;
+      detail::StreamState& state = states[i].emplace();
       state.exists = res.boolean(row, 2);
       state.last = StreamVersion(static_cast<std::uint64_t>(res.int8(row, 3)));
       state.hidden_through = StreamVersion(static_cast<std::uint64_t>(res.int8(row, 4)));
       state.tombstoned = res.boolean(row, 5);
-      if (res.boolean(row, 1)) {
+      written[i] = res.boolean(row, 1);
+      if (written[i] && !group[i]->events->empty()) first_positions[i] = static_cast<std::uint64_t>(res.int8(row, 6));
+    }
+    // Every row read: now answer each append.
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      if (!answered[i]) continue;
+      AppendRequest& r = *group[i];
+      const detail::StreamState& state = *states[i];
+      if (written[i]) {
         auto n = r.events->size();
         r.result.first_version = state.last.next();
         r.result.last_version = StreamVersion(state.last.value() + n);
         if (n > 0) {
-          auto first = static_cast<std::uint64_t>(res.int8(row, 6));
-          r.result.first_position = Position(first);
-          r.result.last_position = Position(first + n - 1);
+          r.result.first_position = Position(first_positions[i]);
+          r.result.last_position = Position(first_positions[i] + n - 1);
         }
         continue;
       }
@@ -749,9 +707,8 @@ class PostgresStore final : public EventStore {
 
   std::shared_ptr<Shared> shared_;
   detail::CommitSignal commit_signal_;
-  std::mutex mu_;
-  std::deque<Request*> queue_;
-  bool leader_active_ = false;
+  std::unordered_set<Uuid> group_ids_;       // admit() only (the writer thread)
+  std::optional<GroupCommit> group_commit_;  // last: its writer thread calls the hooks until it is reset
 };
 
 bool is_plain_identifier(std::string_view s) {

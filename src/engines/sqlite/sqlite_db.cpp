@@ -49,15 +49,16 @@ void Connection::exec(const char* sql) {
   }
 }
 
-Statement& Connection::prepare(const char* sql) {
+ScopedStatement Connection::prepare(std::string_view sql) {
   auto it = cache_.find(sql);
-  if (it != cache_.end()) return it->second->reset();
+  if (it != cache_.end()) return ScopedStatement(*it->second);
   sqlite3_stmt* stmt = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   if (rc != SQLITE_OK) throw_error(db_, rc, fmt::format("preparing '{}'", sql));
-  auto& slot = cache_[sql];
-  slot = std::make_unique<Statement>(db_, stmt);
-  return *slot;
+  auto owned = std::make_unique<Statement>(db_, stmt);  // finalizes the statement if the insert throws
+  auto& slot = cache_[std::string(sql)];
+  slot = std::move(owned);
+  return ScopedStatement(*slot);
 }
 
 ConnectionPool::Lease ConnectionPool::acquire() {

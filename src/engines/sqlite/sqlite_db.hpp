@@ -1,9 +1,11 @@
 #pragma once
-// Thin RAII wrappers over the SQLite C API: a connection with a cache of prepared statements, and a
-// pool of connections for readers. Errors become sourced::StorageError naming the file.
+// Thin RAII wrappers over the SQLite C API: a connection with a cache of prepared statements (each use
+// scoped by a guard that resets it), and a pool of connections for readers. Errors become
+// sourced::StorageError naming the file.
 
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,7 +25,7 @@ class Statement {
   Statement(const Statement&) = delete;
   ~Statement() { sqlite3_finalize(stmt_); }
 
-  // Resets the statement and clears its bindings, ready for a new use.
+  // Resets the statement and clears its bindings, ready for a new use. Ends any read it was doing.
   Statement& reset() {
     sqlite3_reset(stmt_);
     sqlite3_clear_bindings(stmt_);
@@ -70,6 +72,22 @@ class Statement {
   sqlite3_stmt* stmt_;
 };
 
+// One use of a cached statement: resets it when the scope ends, however it ends. A statement left
+// mid-result keeps its read transaction open, and in WAL mode an open read snapshot stops checkpoints
+// from finishing, so a pooled connection must never go back to the pool with one.
+class ScopedStatement {
+ public:
+  explicit ScopedStatement(Statement& st) : st_(&st) {}
+  ScopedStatement(const ScopedStatement&) = delete;
+  ScopedStatement& operator=(const ScopedStatement&) = delete;
+  ~ScopedStatement() { st_->reset(); }
+  Statement* operator->() const { return st_; }
+  Statement& operator*() const { return *st_; }
+
+ private:
+  Statement* st_;
+};
+
 class Connection {
  public:
   Connection(const std::string& path, bool read_only, int busy_timeout_ms);
@@ -77,16 +95,20 @@ class Connection {
   ~Connection();
 
   void exec(const char* sql);
-  // A cached prepared statement for `sql` (which must be a string literal: the cache keys on its address),
-  // reset and ready to bind.
-  Statement& prepare(const char* sql);
+  // The cached prepared statement for `sql` (keyed on the text), ready to bind, for the guard's scope.
+  // One guard per statement at a time: a statement cannot run twice at once.
+  [[nodiscard]] ScopedStatement prepare(std::string_view sql);
   sqlite3* handle() const { return db_; }
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
   sqlite3* db_ = nullptr;
-  std::unordered_map<const char*, std::unique_ptr<Statement>> cache_;
+  struct TextHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::unique_ptr<Statement>, TextHash, std::equal_to<>> cache_;
 };
 
 [[noreturn]] void throw_error(sqlite3* db, int rc, std::string_view what);

@@ -2,11 +2,12 @@
 
 #include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <exception>
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
@@ -17,12 +18,15 @@
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
 #include "store/filter.hpp"
+#include "store/group_commit.hpp"
 
 namespace sourced {
 namespace {
 
+using detail::GroupCommit;
 using detail::sqlite::Connection;
 using detail::sqlite::ConnectionPool;
+using detail::sqlite::ScopedStatement;
 using detail::sqlite::Statement;
 
 constexpr int kSchemaVersion = 1;
@@ -88,7 +92,8 @@ struct StreamRow {
   Timestamp updated_at;
 };
 
-// The stream row and its last version, for the write path (no time columns: cheaper).
+// The stream row and its last version, for the write path: the last version comes from the index, not
+// from the last event's row (kSelectStreamInfo's join), which is cheaper.
 constexpr const char* kSelectStreamState =
     "SELECT id, hidden_through, tombstoned, created_at, updated_at, "
     "coalesce((SELECT max(version) FROM events WHERE stream_id = streams.id), 0) FROM streams WHERE name = ?1";
@@ -99,18 +104,17 @@ constexpr const char* kSelectStreamInfo =
     "(SELECT position FROM events WHERE stream_id = s.id ORDER BY version DESC LIMIT 1) WHERE s.name = ?1";
 
 std::optional<StreamRow> load_stream(Connection& c, std::string_view name, bool with_times = false) {
-  Statement& st = c.prepare(with_times ? kSelectStreamInfo : kSelectStreamState);
-  st.bind_text(1, name);
-  if (!st.step()) return std::nullopt;
+  ScopedStatement st = c.prepare(with_times ? kSelectStreamInfo : kSelectStreamState);
+  st->bind_text(1, name);
+  if (!st->step()) return std::nullopt;
   StreamRow row;
-  row.id = st.int64(0);
+  row.id = st->int64(0);
   row.state.exists = true;
-  row.state.hidden_through = StreamVersion(st.int64(1));
-  row.state.tombstoned = st.int64(2) != 0;
-  row.created_at = from_micros(st.int64(3));
-  row.updated_at = from_micros(st.int64(4));
-  row.state.last = StreamVersion(st.int64(5));
-  st.reset();
+  row.state.hidden_through = StreamVersion(st->int64(1));
+  row.state.tombstoned = st->int64(2) != 0;
+  row.created_at = from_micros(st->int64(3));
+  row.updated_at = from_micros(st->int64(4));
+  row.state.last = StreamVersion(st->int64(5));
   return row;
 }
 
@@ -151,15 +155,14 @@ class AllPages final : public detail::PageSource {
     out.resize(limit);
     std::size_t n = 0;
     auto conn = shared_->readers.acquire();
-    Statement& st = conn->prepare(direction == Direction::forward ? kForward : kBackward);
-    st.bind(1, static_cast<std::int64_t>(std::min<std::uint64_t>(from, INT64_MAX)));
-    st.bind(2, static_cast<std::int64_t>(limit));
-    while (n < limit && st.step()) {
+    ScopedStatement st = conn->prepare(direction == Direction::forward ? kForward : kBackward);
+    st->bind(1, static_cast<std::int64_t>(std::min<std::uint64_t>(from, INT64_MAX)));
+    st->bind(2, static_cast<std::int64_t>(limit));
+    while (n < limit && st->step()) {
       RecordedEvent& e = out[n++];
-      e.stream.assign(st.text(0));
-      read_event(st, 1, e);
+      e.stream.assign(st->text(0));
+      read_event(*st, 1, e);
     }
-    st.reset();
     out.resize(n);
   }
 
@@ -199,10 +202,12 @@ class FilteredAllPages final : public detail::PageSource {
       ~EndRead() { sqlite3_exec(c.handle(), "COMMIT", nullptr, nullptr, nullptr); }
     } end_read{*conn};
     limit = std::max(limit, kFilteredScan);
-    Statement& h = conn->prepare("SELECT coalesce(max(position), 0) FROM events");
-    h.step();
-    auto head = static_cast<std::uint64_t>(h.int64(0));
-    h.reset();
+    std::uint64_t head = 0;
+    {
+      ScopedStatement h = conn->prepare("SELECT coalesce(max(position), 0) FROM events");
+      h->step();
+      head = static_cast<std::uint64_t>(h->int64(0));
+    }
     std::uint64_t lo, hi;
     bool forward = direction == Direction::forward;
     if (forward) {
@@ -219,20 +224,19 @@ class FilteredAllPages final : public detail::PageSource {
       scan_.last_key = hi == 0 ? 1 : lo;
     }
     if (hi < lo || hi == 0) return;
-    Statement& st = conn->prepare(forward ? kSelect : kSelectBackward);
-    st.bind(1, static_cast<std::int64_t>(lo)).bind(2, static_cast<std::int64_t>(hi));
-    if (!types_json_.empty()) st.bind_text(3, types_json_);
+    ScopedStatement st = conn->prepare(forward ? kSelect : kSelectBackward);
+    st->bind(1, static_cast<std::int64_t>(lo)).bind(2, static_cast<std::int64_t>(hi));
+    if (!types_json_.empty()) st->bind_text(3, types_json_);
     if (plan_.by_stream) {
-      st.bind_text(4, plan_.lo);
-      if (plan_.hi) st.bind_text(5, *plan_.hi);
-      if (plan_.exact) st.bind_text(6, *plan_.exact);
+      st->bind_text(4, plan_.lo);
+      if (plan_.hi) st->bind_text(5, *plan_.hi);
+      if (plan_.exact) st->bind_text(6, *plan_.exact);
     }
-    while (st.step()) {
+    while (st->step()) {
       RecordedEvent& e = out.emplace_back();
-      e.stream.assign(st.text(0));
-      read_event(st, 1, e);
+      e.stream.assign(st->text(0));
+      read_event(*st, 1, e);
     }
-    st.reset();
   }
   std::optional<Scan> last_scan() const override { return scan_; }
 
@@ -259,18 +263,17 @@ class StreamPages final : public detail::PageSource {
     std::size_t n = 0;
     auto conn = shared_->readers.acquire();
     bool forward = direction == Direction::forward;
-    Statement& st = conn->prepare(forward ? kForward : kBackward);
-    st.bind(1, stream_id_);
-    st.bind(
+    ScopedStatement st = conn->prepare(forward ? kForward : kBackward);
+    st->bind(1, stream_id_);
+    st->bind(
         2, static_cast<std::int64_t>(std::min<std::uint64_t>(forward ? std::max(from, hidden_ + 1) : from, INT64_MAX)));
-    st.bind(3, static_cast<std::int64_t>(limit));
-    if (!forward) st.bind(4, static_cast<std::int64_t>(hidden_));
-    while (n < limit && st.step()) {
+    st->bind(3, static_cast<std::int64_t>(limit));
+    if (!forward) st->bind(4, static_cast<std::int64_t>(hidden_));
+    while (n < limit && st->step()) {
       RecordedEvent& e = out[n++];
       e.stream = stream_;
-      read_event(st, 0, e);
+      read_event(*st, 0, e);
     }
-    st.reset();
     out.resize(n);
   }
 
@@ -301,16 +304,15 @@ bool check_location(const std::string& path, const SqliteOptions& options) {
 int store_schema_version(Connection& c, bool read_only) {
   std::int64_t app = 0, version = 0, objects = 0, ours = 0;
   try {
-    Statement& st = c.prepare(
+    ScopedStatement st = c.prepare(
         "SELECT (SELECT application_id FROM pragma_application_id), (SELECT user_version FROM pragma_user_version), "
         "(SELECT count(*) FROM sqlite_master), "
         "(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('events', 'streams'))");
-    st.step();
-    app = st.int64(0);
-    version = st.int64(1);
-    objects = st.int64(2);
-    ours = st.int64(3);
-    st.reset();
+    st->step();
+    app = st->int64(0);
+    version = st->int64(1);
+    objects = st->int64(2);
+    ours = st->int64(3);
   } catch (const StorageError& e) {
     throw StorageError(fmt::format("'{}' is not a sourced event store: {}", c.path(), e.what()));
   }
@@ -326,7 +328,21 @@ int store_schema_version(Connection& c, bool read_only) {
       c.path(), app, version, objects));
 }
 
-class SqliteStore final : public EventStore {
+// A write (append or delete) waiting for its group. `work` first checks (reads only) and then writes;
+// it sets the store's writing_ flag in between (see SqliteStore::run).
+class WriteRequest final : public GroupCommit::Request {
+ public:
+  template <class Work>
+  WriteRequest(std::size_t events, Work& work)
+      : Request(events, 0), work_(&work), call_([](void* w) { (*static_cast<Work*>(w))(); }) {}
+  void run() { call_(work_); }
+
+ private:
+  void* work_;
+  void (*call_)(void*);
+};
+
+class SqliteStore final : public EventStore, private GroupCommit::Engine {
  public:
   SqliteStore(const std::string& path, SqliteOptions options)
       : options_(options),
@@ -347,10 +363,12 @@ class SqliteStore final : public EventStore {
     writer_.exec("PRAGMA foreign_keys=OFF");
     writer_.exec("PRAGMA cache_size=-65536");
     if (options.max_size_bytes > 0) {
-      Statement& page = writer_.prepare("PRAGMA page_size");
-      page.step();
-      std::uint64_t page_size = static_cast<std::uint64_t>(page.int64(0));
-      page.reset();
+      std::uint64_t page_size = 0;
+      {
+        ScopedStatement page = writer_.prepare("PRAGMA page_size");
+        page->step();
+        page_size = static_cast<std::uint64_t>(page->int64(0));
+      }
       writer_.exec(
           fmt::format("PRAGMA max_page_count={}", std::max<std::uint64_t>(1, options.max_size_bytes / page_size))
               .c_str());
@@ -361,19 +379,17 @@ class SqliteStore final : public EventStore {
     // default) they stall every group commit behind them, so a background thread runs them instead.
     sqlite3_wal_autocheckpoint(writer_.handle(), 0);
     sqlite3_wal_hook(writer_.handle(), &SqliteStore::on_commit, this);
+    detail::GroupLimits limits;
+    limits.max_events = options.max_group_events;
+    group_commit_.emplace(static_cast<GroupCommit::Engine&>(*this), limits);
+    // Last: a thread member still joinable when the constructor throws would end the process.
     checkpointer_ = std::thread([this] { run_checkpointer(); });
-    writer_thread_ = std::thread([this] { run_writer(); });
   }
 
   ~SqliteStore() override {
     commit_signal_.close();
-    if (!writer_thread_.joinable()) return;  // read-only: no threads
-    {
-      std::lock_guard lock(mu_);
-      stopping_writer_ = true;
-    }
-    writer_cv_.notify_one();
-    writer_thread_.join();
+    group_commit_.reset();                  // runs what is queued; its hooks use everything below
+    if (!checkpointer_.joinable()) return;  // read-only: no threads
     {
       std::lock_guard lock(checkpoint_mu_);
       stopping_ = true;
@@ -386,7 +402,9 @@ class SqliteStore final : public EventStore {
     auto prepared = detail::prepare_append(stream, events);
     refuse_if_read_only(stream);
     AppendResult result;
-    submit(prepared.size(), [&] { result = append_locked(stream, expected, prepared); });
+    auto work = [&] { result = append_locked(stream, expected, prepared); };
+    WriteRequest request(prepared.size(), work);
+    group_commit_->submit(request);
     return result;
   }
 
@@ -425,18 +443,18 @@ class SqliteStore final : public EventStore {
         "(SELECT position FROM events WHERE stream_id = s.id ORDER BY version DESC LIMIT 1) "
         "WHERE s.name > ?1 ORDER BY s.name LIMIT ?2";
     auto conn = shared_->readers.acquire();
-    Statement& st = conn->prepare(kList);
-    st.bind_text(1, after).bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
+    ScopedStatement st = conn->prepare(kList);
+    st->bind_text(1, after).bind(2, static_cast<std::int64_t>(std::min<std::size_t>(limit, INT64_MAX)));
     std::vector<StreamInfo> out;
-    while (st.step()) {
+    while (st->step()) {
       detail::StreamState s;
       s.exists = true;
-      s.last = StreamVersion(st.int64(1));
-      s.hidden_through = StreamVersion(st.int64(2));
-      s.tombstoned = st.int64(3) != 0;
-      out.push_back(detail::make_info(std::string(st.text(0)), s, from_micros(st.int64(4)), from_micros(st.int64(5))));
+      s.last = StreamVersion(st->int64(1));
+      s.hidden_through = StreamVersion(st->int64(2));
+      s.tombstoned = st->int64(3) != 0;
+      out.push_back(
+          detail::make_info(std::string(st->text(0)), s, from_micros(st->int64(4)), from_micros(st->int64(5))));
     }
-    st.reset();
     return out;
   }
 
@@ -446,16 +464,16 @@ class SqliteStore final : public EventStore {
       throw InvalidArgument(fmt::format("stream '{}' is reserved for the system and cannot be deleted", stream));
     }
     refuse_if_read_only(stream);
-    submit(0, [&] { delete_locked(stream, expected, mode); });
+    auto work = [&] { delete_locked(stream, expected, mode); };
+    WriteRequest request(0, work);
+    group_commit_->submit(request);
   }
 
   Position head_position() override {
     auto conn = shared_->readers.acquire();
-    Statement& st = conn->prepare("SELECT coalesce(max(position), 0) FROM events");
-    st.step();
-    Position p(st.int64(0));
-    st.reset();
-    return p;
+    ScopedStatement st = conn->prepare("SELECT coalesce(max(position), 0) FROM events");
+    st->step();
+    return Position(st->int64(0));
   }
 
   Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop) override {
@@ -467,12 +485,11 @@ class SqliteStore final : public EventStore {
     auto conn = shared_->readers.acquire();
     StoreStats s;
     s.engine = "sqlite";
-    Statement& st =
+    ScopedStatement st =
         conn->prepare("SELECT (SELECT count(*) FROM streams), (SELECT coalesce(max(position), 0) FROM events)");
-    st.step();
-    s.streams = st.int64(0);
-    s.head = Position(st.int64(1));
-    st.reset();
+    st->step();
+    s.streams = st->int64(0);
+    s.head = Position(st->int64(1));
     return s;
   }
 
@@ -484,24 +501,13 @@ class SqliteStore final : public EventStore {
     }
   }
 
-  // One unit of work in a group commit. Work first checks (reads only) and then writes; it calls
-  // begin_writes() in between. A request that fails in its checks has written nothing and fails alone;
-  // one that fails after writing (I/O errors, a constraint) makes the writer roll the group back and
-  // run the others again without it.
-  struct Request {
-    std::function<void()> work;
-    std::size_t events;
-    std::exception_ptr error;
-    bool done = false;  // guarded by mu
-    std::mutex mu;
-    std::condition_variable cv;
-  };
-
   void migrate() {
-    Statement& st = writer_.prepare("PRAGMA user_version");
-    st.step();
-    int version = static_cast<int>(st.int64(0));
-    st.reset();
+    int version = 0;
+    {
+      ScopedStatement st = writer_.prepare("PRAGMA user_version");
+      st->step();
+      version = static_cast<int>(st->int64(0));
+    }
     if (version > kSchemaVersion) {
       throw StorageError(fmt::format("SQLite store '{}' has schema version {}, newer than this library's {}",
                                      writer_.path(), version, kSchemaVersion));
@@ -522,125 +528,68 @@ class SqliteStore final : public EventStore {
     }
   }
 
-  // Group commit: one writer thread owns the write connection. It takes every queued request, runs
-  // them in one transaction and commits once (one sync), then wakes exactly the requests it finished.
-  // While it commits, new requests queue up and form the next group, so the commit rate, not the
-  // request rate, is what the sync limits.
-  void submit(std::size_t events, std::function<void()> work) {
-    Request req;
-    req.work = std::move(work);
-    req.events = events;
-    {
-      std::lock_guard lock(mu_);
-      queue_.push_back(&req);
-      if (queue_.size() == 1) writer_cv_.notify_one();
-    }
-    std::unique_lock lock(req.mu);
-    req.cv.wait(lock, [&] { return req.done; });
-    if (req.error) std::rethrow_exception(req.error);
-  }
-
-  void run_writer() {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      writer_cv_.wait(lock, [&] { return !queue_.empty() || stopping_writer_; });
-      if (queue_.empty()) return;
-      std::vector<Request*> group;
-      std::size_t total = 0;
-      while (!queue_.empty() && (group.empty() || total + queue_.front()->events <= options_.max_group_events)) {
-        total += queue_.front()->events;
-        group.push_back(queue_.front());
-        queue_.pop_front();
-      }
-      lock.unlock();
-      run_group(group);
-      commit_signal_.committed();
-      // Each request is woken under its own mutex (which keeps it alive until notify_one returns), so
-      // waking a large group never holds up threads that are queueing the next one.
-      for (Request* r : group) {
-        std::lock_guard request_lock(r->mu);
-        r->done = true;
-        r->cv.notify_one();
-      }
-      lock.lock();
-    }
-  }
-
-  void run_group(std::vector<Request*> group) {
-    for (;;) {
-      try {
-        writer_.prepare("BEGIN IMMEDIATE").run();
-      } catch (...) {
-        for (Request* r : group) r->error = std::current_exception();
-        return;
-      }
+  // Group commit (detail::GroupCommit): its writer thread owns the write connection and calls run() with
+  // each group; one transaction, one commit, one sync per group.
+  GroupCommit::Request* run(std::span<GroupCommit::Request* const> group) override {
+    writer_.prepare("BEGIN IMMEDIATE")->run();  // failing here, nothing started: the group fails
+    try {
       next_position_ = 0;
       revalidate_stream_cache();
-      Request* broken = nullptr;
       std::size_t ok = 0;
-      for (Request* r : group) {
+      for (GroupCommit::Request* r : group) {
         writing_ = false;
         try {
-          r->work();
+          static_cast<WriteRequest*>(r)->run();
           ++ok;
         } catch (...) {
           r->error = std::current_exception();
           // Partial writes to undo, or an error (I/O, full disk, out of memory) after which SQLite rolled
-          // the whole transaction back itself: later requests would run in autocommit, one statement
-          // at a time. Either way the group starts over without this request.
+          // the whole transaction back itself: later requests would run in autocommit, one statement at
+          // a time. Either way the group starts over without this request (GroupCommit reruns the rest).
           if (writing_ || sqlite3_get_autocommit(writer_.handle())) {
-            broken = r;
-            break;
+            roll_back();
+            return r;
           }
         }
       }
-      if (broken) {
-        // Drop everything (a no-op if SQLite already rolled back) and run the rest again.
-        sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-        stream_cache_.clear();
-        std::erase(group, broken);
-        for (Request* r : group) r->error = nullptr;
-        if (group.empty()) return;
-        continue;
-      }
-      try {
-        writer_.prepare(ok ? "COMMIT" : "ROLLBACK").run();
-      } catch (...) {
-        sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-        stream_cache_.clear();
-        auto err = std::current_exception();
-        for (Request* r : group) {
-          if (!r->error) r->error = err;
-        }
-      }
-      return;
+      writer_.prepare(ok ? "COMMIT" : "ROLLBACK")->run();
+    } catch (...) {
+      // Commit failed (or bookkeeping before any request ran): nothing of the group is stored.
+      roll_back();
+      throw;
     }
+    return nullptr;
+  }
+
+  void committed(std::span<GroupCommit::Request* const>) noexcept override { commit_signal_.committed(); }
+
+  // Drops the group's transaction (a no-op if SQLite already rolled back) and what the cache learnt in it.
+  void roll_back() noexcept {
+    sqlite3_exec(writer_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    stream_cache_.clear();
   }
 
   std::uint64_t next_position() {
     if (next_position_ == 0) {
-      Statement& st = writer_.prepare("SELECT coalesce(max(position), 0) FROM events");
-      st.step();
-      next_position_ = static_cast<std::uint64_t>(st.int64(0)) + 1;
-      st.reset();
+      ScopedStatement st = writer_.prepare("SELECT coalesce(max(position), 0) FROM events");
+      st->step();
+      next_position_ = static_cast<std::uint64_t>(st->int64(0)) + 1;
     }
     return next_position_;
   }
 
   std::optional<detail::StoredLocation> lookup_id(const Uuid& id) {
-    Statement& st = writer_.prepare(
+    ScopedStatement st = writer_.prepare(
         "SELECT s.name, e.version, e.position FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.id = ?1");
-    st.bind_blob(1, id.bytes().data(), 16);
-    if (!st.step()) return std::nullopt;
-    detail::StoredLocation loc{std::string(st.text(0)), StreamVersion(st.int64(1)), Position(st.int64(2))};
-    st.reset();
-    return loc;
+    st->bind_blob(1, id.bytes().data(), 16);
+    if (!st->step()) return std::nullopt;
+    return detail::StoredLocation{std::string(st->text(0)), StreamVersion(st->int64(1)), Position(st->int64(2))};
   }
 
   std::int64_t create_stream(std::string_view stream, Timestamp ts) {
-    Statement& st = writer_.prepare("INSERT INTO streams (name, created_at, updated_at) VALUES (?1, ?2, ?2)");
-    st.bind_text(1, stream).bind(2, to_micros(ts));
-    st.run();
+    ScopedStatement st = writer_.prepare("INSERT INTO streams (name, created_at, updated_at) VALUES (?1, ?2, ?2)");
+    st->bind_text(1, stream).bind(2, to_micros(ts));
+    st->run();
     return sqlite3_last_insert_rowid(writer_.handle());
   }
 
@@ -660,7 +609,7 @@ class SqliteStore final : public EventStore {
     writing_ = true;
     Timestamp ts = now();
     std::int64_t stream_id = row ? row->id : create_stream(stream, ts);
-    Statement& ins = writer_.prepare(
+    ScopedStatement ins = writer_.prepare(
         "INSERT INTO events (position, stream_id, version, id, type, data, metadata, correlation_id, causation_id, "
         "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     std::uint64_t position = next_position();
@@ -668,19 +617,19 @@ class SqliteStore final : public EventStore {
     std::uint64_t version = state.last.value();
     for (const auto& p : events) {
       ++version;
-      ins.reset();
-      ins.bind(1, static_cast<std::int64_t>(position))
+      ins->reset();  // ready for this row (the guard resets it once more when the scope ends)
+      ins->bind(1, static_cast<std::int64_t>(position))
           .bind(2, stream_id)
           .bind(3, static_cast<std::int64_t>(version))
           .bind_blob(4, p.id.bytes().data(), 16)
           .bind_text(5, p.data->type)
           .bind_blob(6, p.data->data.data(), p.data->data.size())
           .bind_blob(7, p.data->metadata.data(), p.data->metadata.size());
-      bind_uuid(ins, 8, p.data->correlation_id);
-      bind_uuid(ins, 9, p.data->causation_id);
-      ins.bind(10, to_micros(ts));
+      bind_uuid(*ins, 8, p.data->correlation_id);
+      bind_uuid(*ins, 9, p.data->causation_id);
+      ins->bind(10, to_micros(ts));
       try {
-        ins.run();
+        ins->run();
       } catch (const StorageError&) {
         if (sqlite3_extended_errcode(writer_.handle()) == SQLITE_CONSTRAINT_UNIQUE) {
           if (auto loc = lookup_id(p.id)) throw DuplicateEventId(p.id, std::string(stream), loc->stream, loc->version);
@@ -707,11 +656,11 @@ class SqliteStore final : public EventStore {
     writing_ = true;
     Timestamp ts = now();
     std::int64_t id = row ? row->id : create_stream(stream, ts);
-    Statement& st = writer_.prepare(
+    ScopedStatement st = writer_.prepare(
         "UPDATE streams SET hidden_through = ?4, tombstoned = max(tombstoned, ?1), updated_at = ?2 WHERE id = ?3");
-    st.bind(1, mode == DeleteMode::tombstone ? 1 : 0).bind(2, to_micros(ts)).bind(3, id);
-    st.bind(4, static_cast<std::int64_t>(state.last.value()));
-    st.run();
+    st->bind(1, mode == DeleteMode::tombstone ? 1 : 0).bind(2, to_micros(ts)).bind(3, id);
+    st->bind(4, static_cast<std::int64_t>(state.last.value()));
+    st->run();
     StreamRow& cached = remember_stream(stream, row);
     cached.id = id;
     cached.state.exists = true;
@@ -724,10 +673,12 @@ class SqliteStore final : public EventStore {
   // has, and the cache is then dropped, as it is when a group rolls back. (Even a stale entry could not
   // corrupt data: UNIQUE(stream_id, version) would refuse the insert.)
   void revalidate_stream_cache() {
-    Statement& st = writer_.prepare("PRAGMA data_version");
-    st.step();
-    std::int64_t version = st.int64(0);
-    st.reset();
+    std::int64_t version = 0;
+    {
+      ScopedStatement st = writer_.prepare("PRAGMA data_version");
+      st->step();
+      version = st->int64(0);
+    }
     if (version != data_version_ || stream_cache_.size() > kMaxCachedStreams) stream_cache_.clear();
     data_version_ = version;
   }
@@ -784,22 +735,15 @@ class SqliteStore final : public EventStore {
   static constexpr int kFinishWalPages = 4000;
 
   std::int64_t app_id() {
-    Statement& st = writer_.prepare("PRAGMA application_id");
-    st.step();
-    std::int64_t id = st.int64(0);
-    st.reset();
-    return id;
+    ScopedStatement st = writer_.prepare("PRAGMA application_id");
+    st->step();
+    return st->int64(0);
   }
 
   SqliteOptions options_;
   bool existed_;  // the file was there before this store opened it
   Connection writer_;
   std::shared_ptr<Shared> shared_;
-  std::mutex mu_;
-  std::condition_variable writer_cv_;
-  std::deque<Request*> queue_;
-  bool stopping_writer_ = false;
-  std::thread writer_thread_;
   std::uint64_t next_position_ = 0;  // valid inside a group's transaction only
   bool writing_ = false;             // the running request has started writing
   struct NameHash {
@@ -815,6 +759,7 @@ class SqliteStore final : public EventStore {
   bool checkpoint_wanted_ = false;
   bool stopping_ = false;
   std::thread checkpointer_;
+  std::optional<GroupCommit> group_commit_;  // last: its writer thread calls run() until it is reset
 };
 
 }  // namespace

@@ -1,0 +1,138 @@
+#include "store/group_commit.hpp"
+
+#include <algorithm>
+
+#include "sourced/error.hpp"
+
+namespace sourced::detail {
+namespace {
+
+// sum + add <= max, without overflow (a group's first request may alone exceed max).
+bool fits(std::size_t sum, std::size_t add, std::size_t max) { return sum <= max && add <= max - sum; }
+
+}  // namespace
+
+GroupCommit::GroupCommit(Engine& engine, GroupLimits limits) : engine_(engine), limits_(limits) {
+  if (limits_.max_appends == 0) limits_.max_appends = 1;
+  // Growing beyond this allocates while a group forms; take_group() copes with that failing.
+  group_.reserve(std::min<std::size_t>(limits_.max_appends, 1024));
+  writer_ = std::thread([this] { run_writer(); });
+}
+
+void GroupCommit::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  writer_cv_.notify_one();
+  if (writer_.joinable()) writer_.join();
+}
+
+void GroupCommit::submit(Request& r) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) throw StorageError("the store is closing: the write was not attempted");
+    r.next_ = nullptr;
+    r.done_ = false;
+    if (tail_) {
+      tail_->next_ = &r;
+    } else {
+      head_ = &r;
+      writer_cv_.notify_one();
+    }
+    tail_ = &r;
+    ++queued_;
+  }
+  std::unique_lock lock(r.mu_);
+  r.cv_.wait(lock, [&] { return r.done_; });
+  if (r.error) std::rethrow_exception(r.error);
+}
+
+std::size_t GroupCommit::queued() {
+  std::lock_guard lock(mu_);
+  return queued_;
+}
+
+void GroupCommit::run_writer() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    writer_cv_.wait(lock, [&] { return head_ != nullptr || stopping_; });
+    // On stop, what is queued still runs: its callers are waiting for an answer.
+    if (!head_) return;
+    Request* refused = take_group();
+    lock.unlock();
+    if (refused) {
+      finish(refused);
+    } else {
+      run_group();
+    }
+    lock.lock();
+  }
+}
+
+GroupCommit::Request* GroupCommit::take_group() {
+  // The group is built before anything leaves the queue, so an exception (allocation, a hook) loses
+  // no request.
+  group_.clear();
+  std::size_t events = 0, bytes = 0;
+  for (Request* r = head_; r; r = r->next_) {
+    bool first = group_.empty();
+    if (!first && (group_.size() >= limits_.max_appends || !fits(events, r->events_, limits_.max_events) ||
+                   !fits(bytes, r->bytes_, limits_.max_bytes))) {
+      break;
+    }
+    try {
+      if (!engine_.admit(*r, first) && !first) break;
+      group_.push_back(r);
+    } catch (...) {
+      if (!first) break;
+      r->error = std::current_exception();
+      head_ = r->next_;
+      if (!head_) tail_ = nullptr;
+      --queued_;
+      return r;
+    }
+    events += r->events_;
+    bytes += r->bytes_;
+  }
+  head_ = group_.back()->next_;
+  if (!head_) tail_ = nullptr;
+  queued_ -= group_.size();
+  return nullptr;
+}
+
+void GroupCommit::run_group() {
+  for (;;) {
+    Request* broken = nullptr;
+    try {
+      broken = engine_.run(group_);
+    } catch (...) {
+      auto error = std::current_exception();
+      for (Request* r : group_) {
+        if (!r->error) r->error = error;
+      }
+    }
+    auto it = std::find(group_.begin(), group_.end(), broken);
+    if (!broken || it == group_.end()) break;
+    // Nothing of the group committed: the request that broke it is answered now, the rest run again.
+    group_.erase(it);
+    if (!broken->error) {
+      broken->error = std::make_exception_ptr(StorageError("internal error: a write broke its group without an error"));
+    }
+    finish(broken);
+    for (Request* r : group_) r->error = nullptr;
+    if (group_.empty()) break;
+  }
+  engine_.committed(group_);
+  // Each request is woken under its own mutex, which keeps it alive until the notify returns, so waking
+  // a large group never holds up the threads queueing the next one.
+  for (Request* r : group_) finish(r);
+}
+
+void GroupCommit::finish(Request* r) {
+  std::lock_guard lock(r->mu_);
+  r->done_ = true;
+  r->cv_.notify_one();
+}
+
+}  // namespace sourced::detail
