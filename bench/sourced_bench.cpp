@@ -1,6 +1,6 @@
 // sourced_bench: the workloads users compare event stores on, with events/s and latency percentiles.
 //
-//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory] [--memory-events N]
+//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory|ids] [--memory-events N]
 //
 // Without --store, a fresh SQLite file in a temporary directory (durable settings) is used and removed.
 // Events carry ~200 bytes of JSON data and ~60 of metadata and go to 10,000 streams.
@@ -114,6 +114,18 @@ TimedRun run_timed(int threads, double seconds, Call call) {
   return run;
 }
 
+// Uuid::v7, the id the store generates for every event that arrives without one, made by N threads at
+// once (no store involved): what the id generator's synchronisation costs under many writers.
+void bench_ids(int threads, double seconds) {
+  std::vector<std::uint8_t> sink(threads);
+  auto run = run_timed(threads, seconds, [&](int t, std::mt19937_64&) {
+    for (int i = 0; i < 1000; ++i) sink[t] ^= Uuid::v7().bytes()[15];
+    return std::uint64_t{1000};
+  });
+  fmt::print("| Uuid::v7 | {:>3} threads | {} ids/s |\n", threads, fmt_rate(run.events / run.seconds));
+  std::fflush(stdout);
+}
+
 void bench_append(EventStore& store, int writers, int batch, double seconds) {
   std::vector<std::vector<EventData>> payloads(writers);
   for (int w = 0; w < writers; ++w) {
@@ -217,7 +229,7 @@ int main(int argc, char** argv) {
   app.add_option("--store", location,
                  "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
   app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
-  app.add_option("--only", only, "Run only this group: append, read or memory");
+  app.add_option("--only", only, "Run only this group: append, read, memory or ids");
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
   app.add_option("--writers", writer_counts, "Writer counts for the append workloads")->capture_default_str();
   app.add_option("--batch", batch_sizes, "Batch sizes for the append workloads")->capture_default_str();
@@ -245,6 +257,9 @@ int main(int argc, char** argv) {
       for (int readers : {1, 10, 100}) bench_read_all(*store, readers);
     }
     if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
+    if (only == "ids") {
+      for (int threads : {1, 100}) bench_ids(threads, seconds);
+    }
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
     fmt::print("\npeak RSS of the whole run: {:.1f} MiB\n", ru.ru_maxrss / 1024.0);

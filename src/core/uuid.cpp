@@ -1,7 +1,7 @@
 #include "sourced/uuid.hpp"
 
+#include <atomic>
 #include <chrono>
-#include <mutex>
 #include <random>
 
 namespace sourced {
@@ -26,30 +26,24 @@ int hex_value(char c) {
 }  // namespace
 
 Uuid Uuid::v7() {
-  // RFC 9562 method 1: a 12-bit counter in rand_a plus the millisecond keeps ids from one process
-  // strictly increasing; when the counter overflows the timestamp is advanced by one millisecond.
-  static std::mutex mu;
-  static std::uint64_t last_ms = 0;
-  static std::uint64_t counter = 0;
-  std::uint64_t ms =
+  // RFC 9562 method 1: a 12-bit counter in rand_a after the millisecond keeps ids from one process
+  // strictly increasing; when the counter overflows, the carry advances the timestamp by one
+  // millisecond. The (millisecond, counter) pair lives in one atomic word updated by compare-and-swap:
+  // no lock on the append path (a mutex here halved the ids/s of 100 threads: bench --only ids).
+  static std::atomic<std::uint64_t> last{0};  // ms << 12 | counter
+  std::uint64_t now_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count();
-  std::uint64_t seq;
-  {
-    std::lock_guard lock(mu);
-    if (ms <= last_ms) {
-      ms = last_ms;
-      if (++counter > 0xFFF) {
-        ++ms;
-        counter = 0;
-      }
-    } else {
-      counter = random_u64() & 0x3FF;  // leave headroom before overflow
-    }
-    last_ms = ms;
-    seq = counter;
-  }
   std::uint64_t rnd = random_u64();
+  std::uint64_t start = random_u64() & 0x3FF;
+  std::uint64_t prev = last.load(std::memory_order_relaxed);
+  std::uint64_t next;
+  do {
+    // A new millisecond starts the counter at a random value with headroom before overflow; within the
+    // same (or an earlier: the clock went back) millisecond the previous id is incremented.
+    next = (now_ms > prev >> 12) ? (now_ms << 12 | start) : prev + 1;
+  } while (!last.compare_exchange_weak(prev, next, std::memory_order_relaxed));
+  std::uint64_t ms = next >> 12, seq = next & 0xFFF;
   Bytes b{};
   for (int i = 0; i < 6; ++i) b[i] = static_cast<std::uint8_t>(ms >> (40 - 8 * i));
   b[6] = static_cast<std::uint8_t>(0x70 | ((seq >> 8) & 0x0F));
