@@ -29,22 +29,51 @@ void GroupCommit::stop() {
 }
 
 void GroupCommit::submit(Request& r) {
+  bool inline_run = false;
   {
     std::lock_guard lock(mu_);
     if (stopping_) throw StorageError("the store is closing: the write was not attempted");
     r.next_ = nullptr;
     r.done_ = false;
-    if (tail_) {
-      tail_->next_ = &r;
+    if (!active_ && !head_) {
+      active_ = true;  // idle: this thread takes the writer role for its own request
+      inline_run = true;
     } else {
-      head_ = &r;
-      writer_cv_.notify_one();
+      if (tail_) {
+        tail_->next_ = &r;
+      } else {
+        head_ = &r;
+      }
+      tail_ = &r;
+      ++queued_;
+      if (!active_) writer_cv_.notify_one();
     }
-    tail_ = &r;
-    ++queued_;
   }
-  std::unique_lock lock(r.mu_);
-  r.cv_.wait(lock, [&] { return r.done_; });
+  if (inline_run) {
+    // Gives the role back however the run ends, handing what queued meanwhile to the writer thread.
+    struct Release {
+      GroupCommit* self;
+      ~Release() {
+        std::lock_guard lock(self->mu_);
+        self->active_ = false;
+        if (self->head_ || self->stopping_) self->writer_cv_.notify_one();
+      }
+    } release{this};
+    bool admitted = false;
+    try {
+      engine_.admit(r, true);
+      admitted = true;
+    } catch (...) {
+      r.error = std::current_exception();
+    }
+    if (admitted) {
+      Request* group[] = {&r};
+      run_group(group);
+    }
+  } else {
+    std::unique_lock lock(r.mu_);
+    r.cv_.wait(lock, [&] { return r.done_; });
+  }
   if (r.error) std::rethrow_exception(r.error);
 }
 
@@ -56,17 +85,19 @@ std::size_t GroupCommit::queued() {
 void GroupCommit::run_writer() {
   std::unique_lock lock(mu_);
   for (;;) {
-    writer_cv_.wait(lock, [&] { return head_ != nullptr || stopping_; });
+    writer_cv_.wait(lock, [&] { return !active_ && (head_ != nullptr || stopping_); });
     // On stop, what is queued still runs: its callers are waiting for an answer.
     if (!head_) return;
+    active_ = true;
     Request* refused = take_group();
     lock.unlock();
     if (refused) {
       finish(refused);
     } else {
-      run_group();
+      run_group(group_);
     }
     lock.lock();
+    active_ = false;
   }
 }
 
@@ -101,32 +132,35 @@ GroupCommit::Request* GroupCommit::take_group() {
   return nullptr;
 }
 
-void GroupCommit::run_group() {
+void GroupCommit::run_group(std::span<Request*> group) {
+  std::size_t n = group.size();
   for (;;) {
+    auto live = group.first(n);
     Request* broken = nullptr;
     try {
-      broken = engine_.run(group_);
+      broken = engine_.run(live);
     } catch (...) {
       auto error = std::current_exception();
-      for (Request* r : group_) {
+      for (Request* r : live) {
         if (!r->error) r->error = error;
       }
     }
-    auto it = std::find(group_.begin(), group_.end(), broken);
-    if (!broken || it == group_.end()) break;
+    auto it = std::find(live.begin(), live.end(), broken);
+    if (!broken || it == live.end()) break;
     // Nothing of the group committed: the request that broke it is answered now, the rest run again.
-    group_.erase(it);
+    std::move(it + 1, live.end(), it);
+    --n;
     if (!broken->error) {
       broken->error = std::make_exception_ptr(StorageError("internal error: a write broke its group without an error"));
     }
     finish(broken);
-    for (Request* r : group_) r->error = nullptr;
-    if (group_.empty()) break;
+    for (Request* r : group.first(n)) r->error = nullptr;
+    if (n == 0) break;
   }
-  engine_.committed(group_);
+  engine_.committed(group.first(n));
   // Each request is woken under its own mutex, which keeps it alive until the notify returns, so waking
   // a large group never holds up the threads queueing the next one.
-  for (Request* r : group_) finish(r);
+  for (Request* r : group.first(n)) finish(r);
 }
 
 void GroupCommit::finish(Request* r) {

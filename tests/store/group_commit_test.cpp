@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <functional>
 #include <list>
+#include <map>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -161,6 +162,34 @@ TEST(GroupCommit, RunsARequestAndReturnsItsResult) {
   EXPECT_EQ(r.result, 70);
   EXPECT_EQ(engine.runs(), Groups({{7}}));
   EXPECT_EQ(engine.committed_groups(), Groups({{7}}));
+}
+
+TEST(GroupCommit, AnIdleComponentRunsARequestOnItsCallersThreadAndQueuedOnesOnTheWriterThread) {
+  // A lone writer pays no thread hand-off; what queues behind a running group goes to the writer thread.
+  FakeEngine engine;
+  std::mutex mu;
+  std::map<int, std::thread::id> ran_on;
+  engine.run_hook = [&](std::span<GroupCommit::Request* const> group) -> GroupCommit::Request* {
+    std::lock_guard lock(mu);
+    for (auto* r : group) ran_on[id_of(r)] = std::this_thread::get_id();
+    return nullptr;
+  };
+  GroupCommit gc(engine, {});
+  TestRequest alone(1);
+  gc.submit(alone);
+  EXPECT_EQ(ran_on.at(1), std::this_thread::get_id());
+  Submitters s(gc);
+  engine.hold();
+  s.start(2);
+  engine.wait_runs(2);
+  s.queue(3);
+  s.queue(4);
+  engine.release();
+  s.join();
+  EXPECT_EQ(engine.runs(), Groups({{1}, {2}, {3, 4}}));
+  EXPECT_NE(ran_on.at(3), ran_on.at(2));
+  EXPECT_EQ(ran_on.at(3), ran_on.at(4));
+  EXPECT_NE(ran_on.at(3), std::this_thread::get_id());
 }
 
 TEST(GroupCommit, RequestsQueuedDuringAGroupFormTheNextGroupInOrder) {
