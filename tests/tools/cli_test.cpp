@@ -1,11 +1,13 @@
 // The `sourced` binary, run as a user would: arguments, stdin, stdout, stderr and exit codes.
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sqlite3.h>
 #include <sys/wait.h>
 
 #include "store/engines.hpp"
@@ -34,21 +36,49 @@ std::string quote(const std::string& s) {
   return q + "'";
 }
 
+// SOURCED_CLI_UNDER_TEST runs the tests against another build of the tool (an older one, to see a test fail).
+std::string cli_binary() {
+  const char* other = std::getenv("SOURCED_CLI_UNDER_TEST");
+  return other ? other : SOURCED_CLI;
+}
+
+std::string base64_decode(const std::string& text) {
+  static const std::string kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::uint32_t bits = 0;
+  int n = 0;
+  for (char c : text) {
+    if (c == '=') break;
+    bits = bits << 6 | static_cast<std::uint32_t>(kAlphabet.find(c));
+    if ((n += 6) >= 8) out += static_cast<char>(bits >> (n -= 8) & 0xFF);
+  }
+  return out;
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
 class Cli : public ::testing::Test {
  protected:
   Result run(const std::vector<std::string>& args, const std::string& input = "") {
     auto in = dir_.path() / "stdin", out = dir_.path() / "stdout", err = dir_.path() / "stderr";
     std::ofstream(in) << input;
-    std::string cmd = quote(SOURCED_CLI) + " --store " + quote(store_);
+    std::string cmd = prefix_ + quote(cli_binary()) + " --store " + quote(store_);
     for (const auto& a : args) cmd += " " + quote(a);
     cmd += " <" + quote(in) + " >" + quote(out) + " 2>" + quote(err);
-    int status = std::system(cmd.c_str());
-    auto slurp = [](const std::filesystem::path& p) {
-      std::ifstream f(p);
-      return std::string(std::istreambuf_iterator<char>(f), {});
-    };
+    int status = std::system(("sh -c " + quote(cmd)).c_str());
     return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
   }
+
+  // The first event line of `read` for a stream, as printed.
+  std::string first_line_of(const std::string& stream) {
+    auto out = run({"read", stream}).out;
+    return out.substr(0, out.find('\n'));
+  }
+
+  std::string prefix_;  // shell commands run before the tool (ulimit)
 
   TempDir dir_;
   std::string store_ = (dir_.path() / "cli.db").string();
@@ -209,7 +239,7 @@ TEST_F(Cli, FollowPrintsNewEventsAsTheyAreAppended) {
   auto pid_file = dir_.path() / "follow.pid";
   // --count ends the follower once it has printed three events; stderr goes elsewhere so that every
   // line of `out` is an event.
-  std::string cmd = "timeout 60 " + quote(SOURCED_CLI) + " --store " + quote(store_) + " read f --follow --count 3 >" +
+  std::string cmd = "timeout 60 " + quote(cli_binary()) + " --store " + quote(store_) + " read f --follow --count 3 >" +
                     quote(out.string()) + " 2>/dev/null & echo $! >" + quote(pid_file.string());
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   auto complete_lines = [&] {
@@ -242,7 +272,7 @@ TEST_F(Cli, FollowPrintsNewEventsAsTheyAreAppended) {
 
 TEST_F(Cli, AFailedWriteOfTheOutputIsAFailure) {
   ASSERT_EQ(run({"append", "s", "--type", "A"}).code, 0);
-  std::string cmd = quote(SOURCED_CLI) + " --store " + quote(store_) + " read s >/dev/full 2>/dev/null";
+  std::string cmd = quote(cli_binary()) + " --store " + quote(store_) + " read s >/dev/full 2>/dev/null";
   int status = std::system(cmd.c_str());
   EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 1);
 }
@@ -269,16 +299,252 @@ TEST_F(Cli, PrintsEveryEventAsOneLineWhateverItsData) {
   auto lines = r.lines();  // parses each line: fails if any event spilled over two lines
   ASSERT_EQ(lines.size(), 3u);
   EXPECT_EQ(lines[0]["data"], json::parse(R"({"a":[1,2]})"));
-  EXPECT_EQ(lines[1]["data"], "plain \"text\"\nline2");
-  EXPECT_TRUE(lines[2]["data"].is_null());
-  EXPECT_TRUE(lines[2]["metadata"].is_null());
+  // Bytes that are not JSON print in the lossless form; no bytes print as no field.
+  EXPECT_FALSE(lines[1].contains("data"));
+  EXPECT_EQ(base64_decode(lines[1]["data_base64"]), "plain \"text\"\nline2");
+  EXPECT_FALSE(lines[2].contains("data"));
+  EXPECT_FALSE(lines[2].contains("metadata"));
 }
 
 TEST_F(Cli, TakesTheStoreFromTheEnvironment) {
   auto other = (dir_.path() / "env.db").string();
-  std::string cmd = "SOURCED_STORE=" + quote(other) + " " + quote(SOURCED_CLI) + " append e --type A >/dev/null";
+  std::string cmd = "SOURCED_STORE=" + quote(other) + " " + quote(cli_binary()) + " append e --type A >/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   EXPECT_TRUE(std::filesystem::exists(other));
+}
+
+// --- bad input, found by trying the tool as a user would (issue 10, point 11) --------------------------
+
+TEST_F(Cli, JsonFromTheUserIsStoredAsTheBytesGiven) {
+  std::string data = R"({"big":123456789012345678901234567890, "n":-9223372036854775809,"z":1,"a":1,"a":2.50})";
+  auto r = run({"append", "n", "--type", "X", "--data", data, "--metadata", R"({"k" : 1e5})"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::string line = first_line_of("n");
+  EXPECT_NE(line.find(",\"data\":" + data + ","), std::string::npos) << line;
+  EXPECT_NE(line.find(R"("metadata":{"k" : 1e5})"), std::string::npos) << line;
+
+  // From stdin: the raw spans of "data" and "metadata" are taken from the line.
+  r = run({"append", "m"}, R"({"metadata":[ 1.0 ],"type":"Y","data":{"b":1, "a":[18446744073709551616,-0.0],"b":2}})"
+                           "\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  line = first_line_of("m");
+  EXPECT_NE(line.find(R"("data":{"b":1, "a":[18446744073709551616,-0.0],"b":2})"), std::string::npos) << line;
+  EXPECT_NE(line.find(R"("metadata":[ 1.0 ])"), std::string::npos) << line;
+}
+
+TEST_F(Cli, DeepNestingIsRefusedWithAMessageNotACrash) {
+  std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  auto r = run({"append", "s"}, R"({"type":"D","data":)" + deep + "}\n");
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("deeper than 512"), std::string::npos) << r.err;
+
+  prefix_ = "ulimit -s 1024; ";
+  r = run({"append", "s", "--type", "D", "--data", std::string(20000, '[') + std::string(20000, ']')});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("deeper than 512"), std::string::npos) << r.err;
+  prefix_.clear();
+
+  // The documented depth itself is fine, in --data and in a stdin line.
+  std::string ok = std::string(512, '[') + std::string(512, ']');
+  EXPECT_EQ(run({"append", "s", "--type", "D", "--data", ok}).code, 0);
+  EXPECT_EQ(run({"append", "s"}, R"({"type":"D","data":)" + ok + "}\n").code, 0);
+  EXPECT_EQ(run({"append", "s", "--type", "D", "--data", "[" + ok + "]"}).code, 2);
+  EXPECT_EQ(run({"read", "s"}).lines().size(), 2u);
+}
+
+TEST_F(Cli, OptionsForOneEventAreRefusedWithEventsOnStdin) {
+  std::string line = "{\"type\":\"X\"}\n";
+  for (std::vector<std::string> option : {std::vector<std::string>{"--id", Uuid::v4().to_string()},
+                                          {"--id", "not-a-uuid"},
+                                          {"--data", "{}"},
+                                          {"--metadata", "{}"},
+                                          {"--correlation-id", Uuid::v4().to_string()},
+                                          {"--causation-id", Uuid::v4().to_string()}}) {
+    std::vector<std::string> args = {"append", "s"};
+    args.insert(args.end(), option.begin(), option.end());
+    auto r = run(args, line);
+    EXPECT_EQ(r.code, 2) << option[0] << ": " << r.err;
+    EXPECT_NE(r.err.find(option[0]), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(store_)) << "nothing was written";
+}
+
+TEST_F(Cli, ReadOnlyCommandsNeverChangeFiles) {
+  // Another program's SQLite database: refused, and left byte for byte as it was.
+  auto foreign = (dir_.path() / "other.db").string();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(foreign.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE people (name TEXT); INSERT INTO people VALUES ('Ada')", nullptr, nullptr,
+                           nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::string before = slurp(foreign);
+  store_ = foreign;
+  for (std::vector<std::string> command :
+       {std::vector<std::string>{"stats"}, {"read", "$all"}, {"streams"}, {"info", "s"}, {"read", "s"}}) {
+    auto r = run(command);
+    EXPECT_EQ(r.code, 1) << command[0];
+    EXPECT_NE(r.err.find("is not a sourced event store"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(slurp(foreign), before);
+  EXPECT_FALSE(std::filesystem::exists(foreign + "-wal"));
+
+  // A 0-byte file stays 0 bytes.
+  auto empty = (dir_.path() / "empty.db").string();
+  std::ofstream(empty).close();
+  store_ = empty;
+  auto r = run({"stats"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("is not a sourced event store"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"read", "$all"}).code, 1);
+  EXPECT_EQ(std::filesystem::file_size(empty), 0u);
+
+  // A device: a clear error, and no journal next to it.
+  store_ = "/dev/null";
+  r = run({"stats"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("/dev/null"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists("/dev/null-journal"));
+  EXPECT_FALSE(std::filesystem::exists("/dev/null-wal"));
+}
+
+TEST_F(Cli, FollowingAStoreThatDoesNotExistWaitsWithoutCreatingIt) {
+  auto out = dir_.path() / "follow.out";
+  std::string cmd = "timeout 60 " + quote(cli_binary()) + " --store " + quote(store_) +
+                    " read '$all' --follow --count 1 >" + quote(out.string()) + " 2>&1 &";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  EXPECT_FALSE(std::filesystem::exists(store_)) << "the follower created the store";
+  ASSERT_EQ(run({"append", "s", "--type", "First"}).code, 0);
+  std::string printed;
+  for (int i = 0; i < 200 && printed.find('\n') == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    printed = slurp(out);
+  }
+  EXPECT_NE(printed.find("\"First\""), std::string::npos) << printed;
+}
+
+TEST_F(Cli, FollowStopsWhenItsFileIsDeletedAndCreatedAgain) {
+  ASSERT_EQ(run({"append", "s", "--type", "Old"}).code, 0);
+  auto out = dir_.path() / "follow.out", code = dir_.path() / "follow.code";
+  std::string cmd = "(timeout 60 " + quote(cli_binary()) + " --store " + quote(store_) + " read '$all' --follow >" +
+                    quote(out.string()) + " 2>&1; echo $? >" + quote(code.string()) + ") &";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  for (int i = 0; i < 200 && slurp(out).find("Old") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(store_ + suffix);
+  ASSERT_EQ(run({"append", "s", "--type", "New"}).code, 0);
+  std::string status;
+  for (int i = 0; i < 200 && status.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    status = slurp(code);
+  }
+  EXPECT_EQ(status, "1\n") << "the follower did not stop: " << slurp(out);
+  EXPECT_NE(slurp(out).find("deleted or replaced"), std::string::npos) << slurp(out);
+}
+
+TEST_F(Cli, EventsThatAreNotJsonPrintLosslesslyAndNeverStopARead) {
+  std::string bad = "\xff\xfe not UTF-8";
+  {
+    auto store = open_sqlite_store(store_);
+    store->append("raw", ExpectedVersion::any(),
+                  {event("Bad", bad, "\x80"), event("Text", "hello"), event("Quoted", "\"hello\""),
+                   event("After", R"({"ok":true})")});
+  }
+  auto r = run({"read", "$all"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(base64_decode(lines[0]["data_base64"]), bad);
+  EXPECT_EQ(base64_decode(lines[0]["metadata_base64"]), "\x80");
+  EXPECT_EQ(base64_decode(lines[1]["data_base64"]), "hello");
+  EXPECT_EQ(lines[2]["data"], "hello") << "JSON text is JSON";
+  EXPECT_EQ(lines[3]["data"]["ok"], true);
+
+  // The lossless form can be appended back (here into another store, ids kept): the bytes arrive unchanged.
+  store_ = (dir_.path() / "copy.db").string();
+  r = run({"append", "copy"}, r.out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto store = open_sqlite_store(store_);
+  auto first = *store->read_stream("copy").next();
+  EXPECT_EQ(first.id.to_string(), lines[0]["id"]);
+  EXPECT_EQ(first.data, bad);
+  EXPECT_EQ(first.metadata, "\x80");
+}
+
+TEST_F(Cli, ExitCodesForBadNumbersAndUrls) {
+  EXPECT_EQ(run({"append", "s", "--type", "X", "--data", R"({"n":1e400})"}).code, 2);
+  EXPECT_EQ(run({"append", "s"}, "{\"type\":\"X\",\"data\":{\"n\":-1e400}}\n").code, 2);
+  EXPECT_EQ(run({"read", "$all", "--from", "-1"}).code, 2);
+  EXPECT_EQ(run({"read", "$all", "--count", "-1"}).code, 2);
+  EXPECT_EQ(run({"read", "$all", "--count", "99999999999999999999"}).code, 2);
+  for (std::string url : {"postgres://u@127.0.0.1:1/db?bogus=1", "postgres://u@127.0.0.1:1/db?pool_size=0",
+                          "postgres://u@[::1/db", "postgres://u@127.0.0.1:notaport/db"}) {
+    store_ = url;
+    auto r = run({"stats"});
+    EXPECT_EQ(r.code, 2) << url << ": " << r.err;
+  }
+  // The scheme is matched whatever its case: this is a server (down), not a file named "POSTGRES:".
+  auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir_.path());
+  store_ = "POSTGRES://u@127.0.0.1:1/db";
+  auto r = run({"append", "s", "--type", "X"});
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("PostgreSQL"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / "POSTGRES:"));
+}
+
+TEST_F(Cli, AMalformedUrlNeverShowsItsPassword) {
+  for (std::string url : {"postgres://u:s3cret-pw@[::1/db", "postgres://u:s3cret-pw@127.0.0.1:1/db?bogus=1",
+                          "postgres://u:s3cr%zz@127.0.0.1:1/db", "postgresql://127.0.0.1:1/db?password=s3cret-pw&x"}) {
+    store_ = url;
+    auto r = run({"stats"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_EQ(r.err.find("s3cr"), std::string::npos) << r.err;
+    EXPECT_FALSE(r.err.empty());
+  }
+}
+
+TEST_F(Cli, AReusedEventIdHasItsOwnExitCodeAndOneAppendGetsOneError) {
+  std::string a = Uuid::v4().to_string();
+  ASSERT_EQ(run({"append", "s"}, "{\"type\":\"A\",\"id\":\"" + a + "\"}\n{\"type\":\"X\"}\n").code, 0);
+  auto r = run({"append", "other", "--type", "A", "--id", a});
+  EXPECT_EQ(r.code, 6) << r.err;
+  EXPECT_NE(r.err.find(a), std::string::npos) << r.err;
+  // The stream is at version 2, A at version 1: with --expected 5, [A] and [A, B] get the same error.
+  EXPECT_EQ(run({"append", "s", "--type", "A", "--id", a, "--expected", "5"}).code, 3);
+  EXPECT_EQ(run({"append", "s", "--expected", "5"}, "{\"type\":\"A\",\"id\":\"" + a + "\"}\n{\"type\":\"B\"}\n").code,
+            3);
+}
+
+TEST_F(Cli, ACommittedAppendIsNeverReportedAsAFailureToRetry) {
+  // stdout cannot be written: the append committed, so the result goes to stderr with its own exit code.
+  std::string cmd = quote(cli_binary()) + " --store " + quote(store_) + " append s --type A >/dev/full 2>" +
+                    quote((dir_.path() / "err").string());
+  int status = std::system(cmd.c_str());
+  EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 7);
+  std::string err = slurp(dir_.path() / "err");
+  auto brace = err.find("{\"stream\"");
+  ASSERT_NE(brace, std::string::npos) << err;
+  auto result = json::parse(err.substr(brace));
+  ASSERT_EQ(result["ids"].size(), 1u);
+  // The retry the message asks for, with the same id, is a no-op.
+  auto r = run({"append", "s", "--type", "A", "--id", result["ids"][0]});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["replayed"], true);
+  EXPECT_EQ(run({"read", "s"}).lines().size(), 1u);
+
+  // An in-memory store would acknowledge appends that vanish when the command exits.
+  store_ = "memory:";
+  r = run({"append", "s", "--type", "A"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("memory:"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"delete", "s"}).code, 2);
+  EXPECT_EQ(run({"read", "$all"}).code, 0) << "reading an empty in-memory store is harmless";
 }
 
 }  // namespace

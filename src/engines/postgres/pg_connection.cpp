@@ -1,6 +1,7 @@
 #include "engines/postgres/pg_connection.hpp"
 
 #include <charconv>
+#include <vector>
 
 #include <fmt/format.h>
 #include <poll.h>
@@ -37,6 +38,33 @@ bool is_connection_state(std::string_view state) {
   return state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03";
 }
 
+// `text` with the password of `url` (user:password@, or a password= parameter) replaced by "***": libpq
+// quotes the URL, or the part it could not read, in its parse errors, and those reach logs.
+std::string without_password(std::string text, const std::string& url) {
+  std::vector<std::string> secrets;
+  auto scheme = url.find("://");
+  auto at = url.rfind('@');
+  if (scheme != std::string::npos && at != std::string::npos && at > scheme) {
+    std::string userinfo = url.substr(scheme + 3, at - scheme - 3);
+    if (auto colon = userinfo.find(':'); colon != std::string::npos) secrets.push_back(userinfo.substr(colon + 1));
+  }
+  for (auto p = url.find("password="); p != std::string::npos; p = url.find("password=", p + 1)) {
+    auto end = url.find('&', p);
+    secrets.push_back(url.substr(p + 9, end == std::string::npos ? std::string::npos : end - p - 9));
+  }
+  auto replace_all = [](std::string& in, const std::string& what, const std::string& with) {
+    if (what.empty()) return;
+    for (auto i = in.find(what); i != std::string::npos; i = in.find(what, i + with.size())) {
+      in.replace(i, what.size(), with);
+    }
+  };
+  std::string redacted = url;
+  for (const auto& secret : secrets) replace_all(redacted, secret, "***");
+  replace_all(text, url, redacted);
+  for (const auto& secret : secrets) replace_all(text, "\"" + secret + "\"", "\"***\"");
+  return text;
+}
+
 }  // namespace
 
 Target parse_target(const std::string& url) {
@@ -61,7 +89,7 @@ Target parse_target(const std::string& url) {
       std::size_t n = 0;
       auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
       if (ec != std::errc() || p != value.data() + value.size() || n == 0) {
-        throw ConnectionError(fmt::format("the PostgreSQL URL's pool_size must be a positive number, not '{}'", value));
+        throw InvalidArgument(fmt::format("the PostgreSQL URL's pool_size must be a positive number, not '{}'", value));
       }
       t.pool_size = n;
     } else if (!item.empty()) {
@@ -77,7 +105,7 @@ Target parse_target(const std::string& url) {
   if (!options) {
     std::string why = error ? first_line(error) : "out of memory";
     if (error) PQfreemem(error);
-    throw ConnectionError(fmt::format("the PostgreSQL URL is not valid: {}", why));
+    throw InvalidArgument(fmt::format("the PostgreSQL URL is not valid: {}", without_password(why, t.libpq_url)));
   }
   std::string host, port, user, db;
   for (PQconninfoOption* o = options; o->keyword; ++o) {
@@ -89,6 +117,21 @@ Target parse_target(const std::string& url) {
     if (k == "dbname") db = o->val;
   }
   PQconninfoFree(options);
+  // libpq would only find a bad port when connecting, and report it as a connection failure.
+  for (std::size_t start = 0; !port.empty() && start <= port.size();) {
+    auto comma = port.find(',', start);
+    std::string one = port.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    unsigned n = 0;
+    auto [end, ec] = std::from_chars(one.data(), one.data() + one.size(), n);
+    if (!one.empty() && (ec != std::errc() || end != one.data() + one.size() || n == 0 || n > 65535)) {
+      throw InvalidArgument(
+          fmt::format("the PostgreSQL URL is not valid: the port must be a number from 1 to 65535, "
+                      "not '{}'",
+                      one));
+    }
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
   t.user = user;
   t.database = db;
   t.display = fmt::format("postgres://{}{}{}{}{}", user.empty() ? "" : user + "@", host.empty() ? "localhost" : host,
