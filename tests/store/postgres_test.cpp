@@ -480,8 +480,9 @@ TEST(PostgresCli, AServerThatIsDownExitsWithOneAndOneLine) {
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("cannot connect to PostgreSQL"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  // A malformed URL is a usage error (exit 2), not a failure to retry.
   auto bad = run_cli("postgres://127.0.0.1:1/x?bogus=1", "init");
-  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.err.find("URL"), std::string::npos) << bad.err;
 }
 #endif
