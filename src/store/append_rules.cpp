@@ -32,7 +32,11 @@ std::vector<PreparedEvent> prepare_append(std::string_view stream, std::span<con
       throw InvalidArgument(
           fmt::format("event {} of the append to stream '{}': the nil UUID is not an event id", i + 1, stream));
     }
-    PreparedEvent p{&e, e.id ? *e.id : Uuid::v7(), e.id.has_value()};
+    PreparedEvent p{&e,
+                    e.id                      ? *e.id
+                    : generate_id_for_testing ? generate_id_for_testing()
+                                              : Uuid::v7(),
+                    e.id.has_value()};
     if (p.id_given && !seen.insert(p.id).second) {
       throw InvalidArgument(
           fmt::format("the append to stream '{}' contains event id {} twice", stream, p.id.to_string()));
@@ -40,6 +44,32 @@ std::vector<PreparedEvent> prepare_append(std::string_view stream, std::span<con
     out.push_back(p);
   }
   return out;
+}
+
+void validate_delete(std::string_view stream) {
+  validate_stream_id(stream);
+  if (is_system_stream(stream)) {
+    throw InvalidArgument(
+        fmt::format("stream '{}' is reserved for the system: ids starting with '$' cannot be deleted", stream));
+  }
+}
+
+StreamState decide_delete(std::string_view stream, const StreamState& state, ExpectedVersion expected,
+                          DeleteMode mode) {
+  check_expected(stream, state, expected);
+  if (mode == DeleteMode::soft && !state.exists) throw StreamNotFound(std::string(stream));
+  StreamState after = state;
+  after.exists = true;
+  after.hidden_through = state.last;
+  after.tombstoned = mode == DeleteMode::tombstone;
+  return after;
+}
+
+StorageError generated_id_collision(std::string_view stream) {
+  return StorageError(fmt::format("an event id generated for the append to stream '{}' is already stored; nothing "
+                                  "was written: repeat the append",
+                                  stream),
+                      true);
 }
 
 void check_expected(std::string_view stream, const StreamState& state, ExpectedVersion expected) {

@@ -40,11 +40,29 @@ struct StoredLocation {
   Position position;
 };
 
+// For tests only: while set on a thread, the ids generated for appends made on that thread come from it
+// (so a test can make a generated id collide with a stored one).
+inline thread_local Uuid (*generate_id_for_testing)() = nullptr;
+
 // Throws InvalidArgument for a bad stream id (or a system stream) and bad events; fills ids.
 std::vector<PreparedEvent> prepare_append(std::string_view stream, std::span<const EventData> events);
 // Throws InvalidArgument when `stream` is not a valid id. Reserved ($) names are allowed: reading them is
 // fine, writing them is refused by prepare_append.
 void validate_stream_id(std::string_view stream);
+
+// Throws InvalidArgument when `stream` may not be deleted (a bad id, or a system stream). Called before
+// anything is read, so every engine refuses the same input with the same message.
+void validate_delete(std::string_view stream);
+// Decides a delete of `stream`, whose state is `state`: throws StreamDeleted (already tombstoned),
+// WrongExpectedVersion, or StreamNotFound (soft-deleting a stream that never existed). Returns the state
+// the engine must record: hidden_through moves to the last version; a tombstone of a never-written
+// stream creates its record (reserving the name).
+StreamState decide_delete(std::string_view stream, const StreamState& state, ExpectedVersion expected, DeleteMode mode);
+
+// The error every engine throws when an id it generated is already stored (a UUIDv7 collision: 74 random
+// bits per millisecond make it all but impossible). Nothing was written, so the append may be repeated:
+// it is transient and blames no caller.
+StorageError generated_id_collision(std::string_view stream);
 
 // Throws StreamDeleted or WrongExpectedVersion when `expected` does not hold for `state`.
 void check_expected(std::string_view stream, const StreamState& state, ExpectedVersion expected);

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "store/append_rules.hpp"
 #include "store/engines.hpp"
 
 namespace sourced::testing {
@@ -769,6 +770,126 @@ TEST_P(Conformance, MalformedFiltersAreRejected) {
   EXPECT_THROW(store().read_all({.filter = EventFilter{.category = ""}}), InvalidArgument);
   EXPECT_THROW(store().read_all({.filter = EventFilter{.category = "a", .stream_prefix = "a"}}), InvalidArgument);
   EXPECT_THROW(store().read_all({.filter = EventFilter{.event_types = {""}}}), InvalidArgument);
+}
+
+Uuid colliding_id;
+Uuid generate_colliding_id() { return colliding_id; }
+
+TEST_P(Conformance, AGeneratedIdThatIsAlreadyStoredFailsThatAppendAloneTransiently) {
+  colliding_id = Uuid::v4();
+  store().append("s", ExpectedVersion::any(), {event_with_id("A", colliding_id)});
+  detail::generate_id_for_testing = &generate_colliding_id;
+  try {
+    store().append("t", ExpectedVersion::any(), {event("B")});
+    detail::generate_id_for_testing = nullptr;
+    FAIL() << "a generated id collided with a stored one";
+  } catch (const StorageError& e) {
+    detail::generate_id_for_testing = nullptr;
+    EXPECT_TRUE(e.transient()) << e.what();
+    EXPECT_EQ(std::string(e.what()), detail::generated_id_collision("t").what()) << "the same message everywhere";
+  }
+  EXPECT_EQ(store().head_position(), Position(1)) << "nothing was written";
+  EXPECT_FALSE(store().stream_info("t")) << "not even the stream";
+  EXPECT_EQ(store().append("t", ExpectedVersion::no_stream(), {event("B")}).last_version, StreamVersion(1))
+      << "repeating it succeeds";
+}
+
+TEST_P(Conformance, EveryEngineDecidesTheExpectedVersionAsTheSharedRulesDo) {
+  // Each stream is brought into one state through the API, then every expected version is tried on it; the
+  // engine (including the server-side copy of the rule in PostgreSQL's append_group) must accept exactly
+  // what detail::check_expected accepts, and fail the same way.
+  struct Setup {
+    std::string name;
+    std::function<void(EventStore&, const std::string&)> make;
+    detail::StreamState state;
+  };
+  auto st = [](bool exists, std::uint64_t last, std::uint64_t hidden, bool tomb) {
+    detail::StreamState s;
+    s.exists = exists;
+    s.last = StreamVersion(last);
+    s.hidden_through = StreamVersion(hidden);
+    s.tombstoned = tomb;
+    return s;
+  };
+  auto append = [](EventStore& s, const std::string& id, int n) {
+    for (int i = 0; i < n; ++i) s.append(id, ExpectedVersion::any(), {event("E")});
+  };
+  std::vector<Setup> setups = {
+      {"never-written", [](EventStore&, const std::string&) {}, st(false, 0, 0, false)},
+      {"two-events", [&](EventStore& s, const std::string& id) { append(s, id, 2); }, st(true, 2, 0, false)},
+      {"soft-deleted",
+       [&](EventStore& s, const std::string& id) {
+         append(s, id, 2);
+         s.delete_stream(id, ExpectedVersion::any(), DeleteMode::soft);
+       },
+       st(true, 2, 2, false)},
+      {"written-after-soft-delete",
+       [&](EventStore& s, const std::string& id) {
+         append(s, id, 2);
+         s.delete_stream(id, ExpectedVersion::any(), DeleteMode::soft);
+         append(s, id, 1);
+       },
+       st(true, 3, 2, false)},
+      {"tombstoned",
+       [&](EventStore& s, const std::string& id) {
+         append(s, id, 1);
+         s.delete_stream(id, ExpectedVersion::any(), DeleteMode::tombstone);
+       },
+       st(true, 1, 1, true)},
+      {"tombstoned-unwritten",
+       [&](EventStore& s, const std::string& id) {
+         s.delete_stream(id, ExpectedVersion::any(), DeleteMode::tombstone);
+       },
+       st(true, 0, 0, true)},
+  };
+  std::vector<ExpectedVersion> expectations = {ExpectedVersion::any(), ExpectedVersion::no_stream(),
+                                               ExpectedVersion::stream_exists()};
+  for (std::uint64_t v = 0; v <= 4; ++v) expectations.push_back(ExpectedVersion::exact(v));
+  auto outcome = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+      return "ok";
+    } catch (const WrongExpectedVersion& e) {
+      return std::string("wrong expected version: ") + e.what();
+    } catch (const StreamDeleted& e) {
+      return std::string("deleted: ") + e.what();
+    }
+  };
+  int n = 0;
+  for (const auto& setup : setups) {
+    for (ExpectedVersion expected : expectations) {
+      std::string id = "case-" + std::to_string(n++);
+      setup.make(store(), id);
+      std::string rule = outcome([&] { detail::check_expected(id, setup.state, expected); });
+      std::string engine = outcome([&] { store().append(id, expected, {event("Probe")}); });
+      EXPECT_EQ(engine, rule) << setup.name << ", expected " << expected.to_string();
+    }
+  }
+}
+
+TEST_P(Conformance, DeletesAreRefusedWithTheSameErrorsEverywhere) {
+  try {
+    store().delete_stream("$system", ExpectedVersion::any(), DeleteMode::soft);
+    FAIL();
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "stream '$system' is reserved for the system: ids starting with '$' cannot be deleted");
+  }
+  try {
+    store().delete_stream("never", ExpectedVersion::any(), DeleteMode::soft);
+    FAIL();
+  } catch (const StreamNotFound& e) {
+    EXPECT_EQ(std::string(e.what()), "stream 'never' not found");
+  }
+  EXPECT_FALSE(store().stream_info("never")) << "a refused soft delete creates nothing";
+  append_n("s", 2);
+  try {
+    store().delete_stream("s", ExpectedVersion::exact(1), DeleteMode::tombstone);
+    FAIL();
+  } catch (const WrongExpectedVersion& e) {
+    EXPECT_EQ(e.actual(), StreamVersion(2));
+  }
+  EXPECT_EQ(store().stream_info("s")->status, StreamStatus::active) << "a refused delete changes nothing";
 }
 
 TEST_P(Conformance, AWaitEndsPromptlyWhenItsStopTokenIsRequested) {

@@ -115,7 +115,7 @@ class MemoryStore final : public EventStore {
     detail::check_expected(stream, current, expected);
     for (const auto& p : prepared) {
       if (!p.id_given && state_->ids.count(p.id)) {
-        throw StorageError("generated event id collided with a stored one; retry the append");
+        throw detail::generated_id_collision(stream);
       }
     }
     AppendResult result;
@@ -187,22 +187,17 @@ class MemoryStore final : public EventStore {
   }
 
   void delete_stream(std::string_view stream, ExpectedVersion expected, DeleteMode mode) override {
-    detail::validate_stream_id(stream);
-    if (is_system_stream(stream)) throw InvalidArgument(fmt_reserved(stream));
+    detail::validate_delete(stream);
     std::unique_lock lock(state_->mu);
     auto it = state_->streams.find(stream);
     detail::StreamState current = it == state_->streams.end() ? detail::StreamState{} : it->second.state;
-    detail::check_expected(stream, current, expected);
-    if (mode == DeleteMode::soft && !current.exists) throw StreamNotFound(std::string(stream));
+    detail::StreamState after = detail::decide_delete(stream, current, expected, mode);
     if (it == state_->streams.end()) {
       it = state_->streams.emplace(std::string(stream), Stream{}).first;
       it->second.created_at = now();
     }
-    Stream& s = it->second;
-    s.state.exists = true;
-    s.state.hidden_through = s.state.last;
-    if (mode == DeleteMode::tombstone) s.state.tombstoned = true;
-    s.updated_at = now();
+    it->second.state = after;
+    it->second.updated_at = now();
   }
 
   Position head_position() override {
@@ -225,9 +220,6 @@ class MemoryStore final : public EventStore {
   }
 
  private:
-  static std::string fmt_reserved(std::string_view stream) {
-    return "stream '" + std::string(stream) + "' is reserved for the system and cannot be deleted";
-  }
   static constexpr std::size_t kPageSize = 512;
   std::shared_ptr<State> state_ = std::make_shared<State>();
   detail::CommitSignal commit_signal_;

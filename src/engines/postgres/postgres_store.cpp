@@ -452,10 +452,7 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
   }
 
   void delete_stream(std::string_view stream, ExpectedVersion expected, DeleteMode mode) override {
-    detail::validate_stream_id(stream);
-    if (is_system_stream(stream)) {
-      throw InvalidArgument(fmt::format("stream '{}' is reserved for the system and cannot be deleted", stream));
-    }
+    detail::validate_delete(stream);
     refuse_if_read_only(stream);
     auto c = shared_->pool.acquire();
     std::string what = fmt::format("deleting stream '{}'", stream);
@@ -468,10 +465,9 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
       c->prepared(kLockHead, sql[kLockHead], none, Format::text, what);
       auto row = shared_->load_stream(*c, stream, true);
       detail::StreamState state = row ? row->state : detail::StreamState{};
-      detail::check_expected(stream, state, expected);
-      if (mode == DeleteMode::soft && !row) throw StreamNotFound(std::string(stream));
+      detail::StreamState after = detail::decide_delete(stream, state, expected, mode);
       Params p;
-      std::string tomb = mode == DeleteMode::tombstone ? "true" : "false";
+      std::string tomb = after.tombstoned ? "true" : "false";
       if (row) {
         p.text(std::to_string(row->id)).text(tomb);
         c->prepared(kDeleteStream, sql[kDeleteStream], p, Format::text, what);
@@ -611,6 +607,21 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
               std::string(e.what()) + "; the append was committed whole or not at all: read the stream, or repeat the "
                                       "append with the same event ids (which is idempotent), to find out which"));
       for (AppendRequest* r : group) r->error = err;
+      return;
+    } catch (const detail::pg::ServerError& e) {
+      // A unique violation can only be a generated event id that is already stored (caller-given ids are
+      // looked up first, under the head lock). Nothing was written: run each append alone, so only the
+      // one whose id collided fails, as on the other engines.
+      if (e.sqlstate() == "23505") {
+        c.reset();
+        if (group.size() > 1) {
+          for (Request* r : group) run_group({r});
+        } else {
+          group[0]->error = std::make_exception_ptr(detail::generated_id_collision(group[0]->stream));
+        }
+        return;
+      }
+      for (Request* r : group) r->error = std::current_exception();
       return;
     } catch (...) {
       for (AppendRequest* r : group) r->error = std::current_exception();

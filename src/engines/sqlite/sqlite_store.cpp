@@ -459,10 +459,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   }
 
   void delete_stream(std::string_view stream, ExpectedVersion expected, DeleteMode mode) override {
-    detail::validate_stream_id(stream);
-    if (is_system_stream(stream)) {
-      throw InvalidArgument(fmt::format("stream '{}' is reserved for the system and cannot be deleted", stream));
-    }
+    detail::validate_delete(stream);
     refuse_if_read_only(stream);
     auto work = [&] { delete_locked(stream, expected, mode); };
     WriteRequest request(0, work);
@@ -632,6 +629,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
         ins->run();
       } catch (const StorageError&) {
         if (sqlite3_extended_errcode(writer_.handle()) == SQLITE_CONSTRAINT_UNIQUE) {
+          if (!p.id_given && lookup_id(p.id)) throw detail::generated_id_collision(stream);
           if (auto loc = lookup_id(p.id)) throw DuplicateEventId(p.id, std::string(stream), loc->stream, loc->version);
         }
         throw;
@@ -651,21 +649,18 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   void delete_locked(std::string_view stream, ExpectedVersion expected, DeleteMode mode) {
     auto row = cached_stream(stream);
     detail::StreamState state = row ? row->state : detail::StreamState{};
-    detail::check_expected(stream, state, expected);
-    if (mode == DeleteMode::soft && !row) throw StreamNotFound(std::string(stream));
+    detail::StreamState after = detail::decide_delete(stream, state, expected, mode);
     writing_ = true;
     Timestamp ts = now();
     std::int64_t id = row ? row->id : create_stream(stream, ts);
-    ScopedStatement st = writer_.prepare(
-        "UPDATE streams SET hidden_through = ?4, tombstoned = max(tombstoned, ?1), updated_at = ?2 WHERE id = ?3");
-    st->bind(1, mode == DeleteMode::tombstone ? 1 : 0).bind(2, to_micros(ts)).bind(3, id);
-    st->bind(4, static_cast<std::int64_t>(state.last.value()));
+    ScopedStatement st =
+        writer_.prepare("UPDATE streams SET hidden_through = ?4, tombstoned = ?1, updated_at = ?2 WHERE id = ?3");
+    st->bind(1, after.tombstoned ? 1 : 0).bind(2, to_micros(ts)).bind(3, id);
+    st->bind(4, static_cast<std::int64_t>(after.hidden_through.value()));
     st->run();
     StreamRow& cached = remember_stream(stream, row);
     cached.id = id;
-    cached.state.exists = true;
-    cached.state.hidden_through = state.last;
-    cached.state.tombstoned = cached.state.tombstoned || mode == DeleteMode::tombstone;
+    cached.state = after;
   }
 
   // The writer keeps the state of the streams it wrote, so an append does not look its stream up again.
