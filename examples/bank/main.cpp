@@ -38,7 +38,8 @@ struct Account {
   StreamVersion version;  // what the next append expects
 };
 
-// evolve: state × event → state, never fails.
+// evolve: state × event → state. Pure, but decoding an event can fail: event_data_as throws
+// SerializationError naming the event when the stored bytes do not fit the type.
 void apply(Account& a, const RecordedEvent& e) {
   if (e.type == "AccountOpened") a.owner = event_data_as<AccountOpened>(e).owner;
   if (e.type == "MoneyDeposited") a.balance += event_data_as<MoneyDeposited>(e).amount;
