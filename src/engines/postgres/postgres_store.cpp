@@ -615,13 +615,13 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
       if (e.sqlstate() == "23505") {
         c.reset();
         if (group.size() > 1) {
-          for (Request* r : group) run_group({r});
+          for (AppendRequest* r : group) run_group({r});
         } else {
           group[0]->error = std::make_exception_ptr(detail::generated_id_collision(group[0]->stream));
         }
         return;
       }
-      for (Request* r : group) r->error = std::current_exception();
+      for (AppendRequest* r : group) r->error = std::current_exception();
       return;
     } catch (...) {
       for (AppendRequest* r : group) r->error = std::current_exception();
