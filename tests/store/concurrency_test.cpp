@@ -4,7 +4,8 @@
 //   in order, each stream's versions contiguous, repeats returning the first result, readers and a
 //   follower started during the writes seeing a prefix of the final log);
 // - a delete while a reader is in the middle of a stream;
-// - a reader that outlives its store.
+// - a reader that outlives its store;
+// - a stop token that ends one wait and no other.
 
 #include <atomic>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <stop_token>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -355,6 +357,41 @@ TEST_P(Lifetimes, AReaderOutlivesItsStore) {
   expect = ps.page + 4;
   for (const auto& e : all) ASSERT_EQ(e.position.value(), expect++);
   ASSERT_EQ(expect, n + 1);
+}
+
+// A stop token ends its own wait at once and no other: a second thread waiting on the same store keeps
+// waiting, and still wakes for the next append.
+TEST_P(Lifetimes, AStopEndsOnlyItsOwnWait) {
+  if (auto why = GetParam().make()->skip_reason()) GTEST_SKIP() << *why;
+  auto ps = open_paged(GetParam());
+  fill(*ps.store, "w-1", 1);
+  EventStore* store = ps.store.get();
+  std::stop_source stop;
+  std::atomic<std::uint64_t> stopped_got{99}, other_got{99};
+  std::atomic<bool> stopped_done{false}, other_done{false};
+  std::thread stopped([&] {
+    stopped_got = store->wait_for_events_after(Position(1), 1h, stop.get_token()).value();
+    stopped_done = true;
+  });
+  std::thread other([&] {
+    other_got = store->wait_for_events_after(Position(1), 1h).value();
+    other_done = true;
+  });
+  std::this_thread::sleep_for(200ms);  // both blocked in their wait by then
+  ASSERT_FALSE(stopped_done);
+  ASSERT_FALSE(other_done);
+  auto start = std::chrono::steady_clock::now();
+  stop.request_stop();
+  while (!stopped_done && std::chrono::steady_clock::now() - start < 5s) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(stopped_done) << "the stopped wait did not end";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_EQ(stopped_got, 1u) << "a stopped wait returns the head as it is";
+  std::this_thread::sleep_for(200ms);  // past a few of PostgreSQL's and SQLite's polls
+  EXPECT_FALSE(other_done) << "stopping one wait ended another";
+  ps.store->append("w-1", ExpectedVersion::any(), {event("Woken")});
+  stopped.join();
+  other.join();
+  EXPECT_EQ(other_got, 2u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, Lifetimes, ::testing::ValuesIn(all_engines()),
