@@ -1,5 +1,6 @@
 // `sourced append`: one event from the options, or many from JSON lines on stdin, appended atomically.
 
+#include <algorithm>
 #include <cstring>
 #include <istream>
 #include <ostream>
@@ -112,6 +113,7 @@ std::vector<EventData> events_from_stdin(std::istream& in) {
   char chunk[1 << 16];
   while (std::streamsize n = in.rdbuf() ? in.rdbuf()->sgetn(chunk, sizeof chunk) : 0) input.append(chunk, n);
   std::vector<EventData> events;
+  events.reserve(static_cast<std::size_t>(std::count(input.begin(), input.end(), '\n')) + 1);
   std::vector<JsonMember> members;
   std::size_t number = 0;
   for (std::size_t start = 0; start < input.size();) {
