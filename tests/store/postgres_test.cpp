@@ -372,7 +372,8 @@ TEST(PostgresSchema, ConcurrentFirstOpensCreateItOnce) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(opened.load(), 6);
-  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"), "1");
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"),
+            "2");  // one row per migration: each applied once
   EXPECT_EQ(pg_scalar(pg_url, "SELECT position FROM \"" + schema.name + "\".head"), "0");
 }
 
@@ -465,7 +466,8 @@ TEST(PostgresCli, InitCreatesTheSchemaAndTheOtherCommandsWork) {
   auto init = run_cli(url, "init");
   ASSERT_EQ(init.code, 0) << init.err;
   EXPECT_NE(init.out.find("\"engine\":\"postgres\""), std::string::npos) << init.out;
-  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"), "1");
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"),
+            "2");  // one row per migration: each applied once
   EXPECT_EQ(run_cli(url, "init").code, 0) << "init is idempotent";
   auto append = run_cli(url, "append account-1 --type Opened --data '{\"owner\":\"Ada\"}' --expected no_stream");
   ASSERT_EQ(append.code, 0) << append.err;

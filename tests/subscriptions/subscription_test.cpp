@@ -3,6 +3,7 @@
 
 #include "sourced/subscription.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -274,6 +275,29 @@ TEST_P(Subscriptions, ATombstonedStreamEndsItsSubscriptionWithAnError) {
   store().delete_stream("gone", ExpectedVersion::any(), DeleteMode::tombstone);
   append_n("other", 1);  // wakes the subscriber
   EXPECT_THROW(sub.next(2s), StreamDeleted);
+}
+
+TEST_P(Subscriptions, AnotherProcesssCommitsReachALiveSubscriberPromptly) {
+  auto location = harness_->location();
+  if (!location) GTEST_SKIP() << GetParam().name << " cannot be shared with another process";
+  auto sub = subscribe_to_all(store(), {.start = SubscriptionStart::end()});
+  ASSERT_EQ(next(sub).kind, Kind::caught_up);
+  // Appends 40 ms apart: polling alone (every 50 ms) would take ~25 ms on average to see each one.
+  constexpr int kEvents = 30;
+  WriterProcess writer(*location, "prompt", kEvents, 40000);
+  std::vector<double> latency_ms;
+  while (latency_ms.size() < kEvents) {
+    auto m = next(sub);
+    if (m.kind != Kind::event) continue;
+    auto now = std::chrono::steady_clock::now().time_since_epoch();
+    auto at = m.event->data.find("\"t\":");
+    ASSERT_NE(at, std::string::npos);
+    std::int64_t t = std::stoll(m.event->data.substr(at + 4));
+    latency_ms.push_back(std::chrono::duration<double, std::milli>(now - std::chrono::nanoseconds(t)).count());
+  }
+  EXPECT_TRUE(writer.join());
+  std::sort(latency_ms.begin(), latency_ms.end());
+  EXPECT_LT(latency_ms[kEvents / 2], 12.0) << "median append-to-delivery latency across processes, in ms";
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, Subscriptions, ::testing::ValuesIn(all_engines()),

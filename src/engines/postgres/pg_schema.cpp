@@ -141,7 +141,24 @@ END
 $fn$;
 )sql";
 
+// Migration 2: every commit that moves the head notifies the channel `sourced_<schema>` (cut to 63 bytes,
+// PostgreSQL's limit), so other processes' waiters wake at once (LISTEN in postgres_store.cpp). The
+// notification is sent when the transaction commits, and only then; it is a hint: waiters still read
+// the head and still poll.
+constexpr const char* kV2 = R"sql(
+CREATE FUNCTION {schema}.notify_commit() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_notify(left('sourced_' || TG_TABLE_SCHEMA, 63), '');
+  RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER notify_commit AFTER UPDATE ON {schema}.head
+  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_commit();
+)sql";
+
 }  // namespace
+
+std::string commit_channel(const std::string& schema) { return ("sourced_" + schema).substr(0, 63); }
 
 std::string with_schema(std::string sql, const std::string& schema) {
   static constexpr std::string_view kToken = "{schema}";
@@ -155,6 +172,7 @@ std::string with_schema(std::string sql, const std::string& schema) {
 const std::vector<Migration>& migrations() {
   static const std::vector<Migration> all = {
       {1, "streams, events, head and append_group", kV1},
+      {2, "commits notify sourced_<schema>", kV2},
   };
   return all;
 }

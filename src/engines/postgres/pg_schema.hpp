@@ -27,6 +27,9 @@ int latest_schema_version();
 // (`create_if_missing` false or `read_only`); `read_only` never changes anything.
 void migrate(Connection& c, const Target& target, const std::string& schema, bool create_if_missing, bool read_only);
 
+// The channel that commits to `schema` notify (migration 2).
+std::string commit_channel(const std::string& schema);
+
 // Replaces every {schema} in `sql` with the quoted schema name.
 std::string with_schema(std::string sql, const std::string& schema);
 

@@ -1,6 +1,7 @@
 #include "sourced/postgres_store.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include "engines/postgres/pg_schema.hpp"
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
+#include "store/commit_watcher.hpp"
 #include "store/filter.hpp"
 #include "store/group_commit.hpp"
 
@@ -403,6 +405,10 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
 
   ~PostgresStore() override {
     commit_signal_.close();
+    {
+      std::lock_guard lock(listener_mu_);
+      listener_.reset();
+    }
     group_commit_.reset();  // runs what is queued; its hooks use shared_
   }
 
@@ -489,8 +495,13 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
   }
 
   Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop) override {
-    // This process's appends wake waiters at once; other processes' are seen by polling the head.
-    return commit_signal_.wait(after, timeout, std::move(stop), [this] { return head_position(); });
+    // This process's appends wake waiters at once; other processes' through LISTEN (a notification per
+    // commit, see migration 2), and by polling the head should one be lost.
+    start_listener();
+    // While the listener is connected, a poll only covers a lost notification: it can be rare.
+    auto poll = listening_ ? std::chrono::milliseconds(250) : std::chrono::milliseconds(50);
+    return commit_signal_.wait(
+        after, timeout, std::move(stop), [this] { return head_position(); }, poll);
   }
 
   StoreStats stats() override {
@@ -716,10 +727,51 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
     }
   }
 
+  // A thread, started by the first wait, that holds its own connection LISTENing on the store's commit
+  // channel and wakes the waiters on each notification. When the link breaks it reconnects (after 1 s)
+  // and wakes the waiters once, as it may have missed a notification meanwhile.
+  void start_listener() {
+    std::lock_guard lock(listener_mu_);
+    if (listener_) return;
+    listener_ = std::make_unique<detail::CommitWatcher>([this](int stop_fd) {
+      std::string listen = "LISTEN " + detail::pg::quote_ident(detail::pg::commit_channel(shared_->options.schema));
+      for (;;) {
+        try {
+          Connection c(shared_->pool.target());
+          c.exec(listen.c_str(), "listening for commits");
+          listening_ = true;
+          commit_signal_.committed();
+          for (;;) {
+            bool ready = false;
+            if (!detail::CommitWatcher::wait(stop_fd, PQsocket(c.handle()), 60000, &ready)) {
+              listening_ = false;
+              return;
+            }
+            if (!ready) continue;
+            if (!PQconsumeInput(c.handle())) break;
+            bool notified = false;
+            while (PGnotify* n = PQnotifies(c.handle())) {
+              PQfreemem(n);
+              notified = true;
+            }
+            if (notified) commit_signal_.committed();
+          }
+        } catch (const std::exception&) {
+          // Not listening: waiters poll every 50 ms until we are back.
+        }
+        listening_ = false;
+        if (!detail::CommitWatcher::wait(stop_fd, -1, 1000)) return;
+      }
+    });
+  }
+
   std::shared_ptr<Shared> shared_;
   detail::CommitSignal commit_signal_;
-  std::unordered_set<Uuid> group_ids_;       // admit() only (the writer thread)
-  std::optional<GroupCommit> group_commit_;  // last: its writer thread calls the hooks until it is reset
+  std::atomic<bool> listening_{false};
+  std::mutex listener_mu_;
+  std::unique_ptr<detail::CommitWatcher> listener_;  // stopped in the destructor, before commit_signal_ goes
+  std::unordered_set<Uuid> group_ids_;               // admit() only (the writer thread)
+  std::optional<GroupCommit> group_commit_;          // last: its writer thread calls the hooks until it is reset
 };
 
 bool is_plain_identifier(std::string_view s) {

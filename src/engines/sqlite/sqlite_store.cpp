@@ -13,10 +13,13 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <sys/inotify.h>
+#include <unistd.h>
 
 #include "engines/sqlite/sqlite_db.hpp"
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
+#include "store/commit_watcher.hpp"
 #include "store/filter.hpp"
 #include "store/group_commit.hpp"
 
@@ -388,6 +391,10 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
 
   ~SqliteStore() override {
     commit_signal_.close();
+    {
+      std::lock_guard lock(watcher_mu_);
+      watcher_.reset();
+    }
     group_commit_.reset();                  // runs what is queued; its hooks use everything below
     if (!checkpointer_.joinable()) return;  // read-only: no threads
     {
@@ -474,7 +481,9 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   }
 
   Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop) override {
-    // Our own commits wake us at once; other processes' commits are seen by polling every 50 ms.
+    // Our own commits wake us at once; other processes' commits through the WAL watcher (and polling
+    // every 50 ms, should a notice be missed).
+    start_watcher();
     return commit_signal_.wait(after, timeout, std::move(stop), [this] { return head_position(); });
   }
 
@@ -726,6 +735,69 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     }
   }
 
+  // Other processes' commits: a thread started by the first wait watches the WAL file with inotify (a
+  // commit writes it) and confirms with PRAGMA data_version, which changes when another connection has
+  // committed. A write is seen before its commit is visible (the commit frame is synced, then published
+  // in the shared index), so after a write it checks again at 1, 2, 4... ms until the version moves.
+  // Idle, it sleeps in poll(); without inotify (the WAL file missing) it checks every 5 ms.
+  void start_watcher() {
+    std::lock_guard lock(watcher_mu_);
+    if (watcher_) return;
+    std::string path = writer_.path();
+    int busy = options_.busy_timeout_ms;
+    watcher_ = std::make_unique<detail::CommitWatcher>([this, path, busy](int stop_fd) {
+      try {
+        watch_wal(path, busy, stop_fd);
+      } catch (const std::exception&) {
+        // Polling in wait() still sees other processes' commits.
+      }
+    });
+  }
+
+  void watch_wal(const std::string& path, int busy, int stop_fd) {
+    Connection conn(path, true, busy);  // reads only
+    auto version = [&] {
+      Statement& st = conn.prepare("PRAGMA data_version");
+      st.step();
+      std::int64_t v = st.int64(0);
+      st.reset();
+      return v;
+    };
+    int in = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    struct Close {
+      int fd;
+      ~Close() {
+        if (fd >= 0) ::close(fd);
+      }
+    } close_in{in};
+    std::string wal = path + "-wal";
+    bool watching = in >= 0 && ::inotify_add_watch(in, wal.c_str(), IN_MODIFY) >= 0;
+    std::int64_t last = version();
+    int quick = 0;  // the next short check, in ms (0: none pending)
+    for (;;) {
+      int timeout = quick > 0 ? quick : watching ? 1000 : 5;
+      bool written = false;
+      if (!detail::CommitWatcher::wait(stop_fd, watching ? in : -1, timeout, &written)) return;
+      if (written) {
+        char buf[4096];
+        while (::read(in, buf, sizeof buf) > 0) {
+        }
+      } else if (!watching && in >= 0) {
+        watching = ::inotify_add_watch(in, wal.c_str(), IN_MODIFY) >= 0;
+      }
+      std::int64_t v = version();
+      if (v != last) {
+        last = v;
+        quick = 0;
+        commit_signal_.committed();
+      } else if (written) {
+        quick = 1;
+      } else if (quick > 0) {
+        quick = quick >= 32 ? 0 : quick * 2;
+      }
+    }
+  }
+
   static constexpr int kCheckpointPages = 1000;
   static constexpr int kFinishWalPages = 4000;
 
@@ -749,6 +821,8 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   std::int64_t data_version_ = -1;
   static constexpr std::size_t kMaxCachedStreams = 100000;
   detail::CommitSignal commit_signal_;
+  std::mutex watcher_mu_;
+  std::unique_ptr<detail::CommitWatcher> watcher_;  // after commit_signal_: stopped before it goes
   std::mutex checkpoint_mu_;
   std::condition_variable checkpoint_cv_;
   bool checkpoint_wanted_ = false;
