@@ -757,11 +757,9 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   void watch_wal(const std::string& path, int busy, int stop_fd) {
     Connection conn(path, true, busy);  // reads only
     auto version = [&] {
-      Statement& st = conn.prepare("PRAGMA data_version");
-      st.step();
-      std::int64_t v = st.int64(0);
-      st.reset();
-      return v;
+      ScopedStatement st = conn.prepare("PRAGMA data_version");
+      st->step();
+      return st->int64(0);
     };
     int in = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     struct Close {
