@@ -10,6 +10,10 @@
 //
 // Iterating a reader whose stream was not found throws StreamNotFound, so "no such stream" is never
 // confused with "no events in this range".
+//
+// Lifetimes: a reader may outlive the store that made it; it keeps alive what it reads from. It reads
+// the store as it is when each page is fetched: events appended meanwhile are seen by a forward read
+// that has not reached them yet, and a stream deleted meanwhile simply yields no further events.
 
 #include <cstddef>
 #include <cstdint>
@@ -28,34 +32,17 @@ enum class Direction { forward, backward };
 inline constexpr std::uint64_t kUnlimited = std::numeric_limits<std::uint64_t>::max();
 
 namespace detail {
-// What an engine implements to serve a reader: one page of events at a time.
-class PageSource {
- public:
-  virtual ~PageSource() = default;
-  // Puts into `out` (cleared first) up to `limit` events whose key (version for a stream, position for
-  // `$all`) is >= `from` when reading forward, or <= `from` when reading backward, in that order. Fewer
-  // than `limit` events means the end was reached.
-  virtual void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) = 0;
-
-  // How far the last fetch looked. A source that returns every event it examines needs nothing here;
-  // one that filters examines up to `limit` events and returns only those that match, so it says which
-  // key it examined last (`from - 1` forward, or `from + 1` backward, when it examined none) and whether
-  // it reached the end of what is stored.
-  struct Scan {
-    std::uint64_t last_key = 0;
-    bool reached_end = false;
-  };
-  virtual std::optional<Scan> last_scan() const { return std::nullopt; }
-};
+// What an engine implements to serve a reader, and how it makes one: internal (src/store/page_source.hpp).
+class PageSource;
+struct ReaderSetup;
 }  // namespace detail
 
 class EventReader {
  public:
   enum class State { ok, stream_not_found };
 
-  // For engines: `key_is_position` says whether pages are keyed by position ($all) or version.
-  EventReader(std::shared_ptr<detail::PageSource> source, std::string stream, State state, Direction direction,
-              std::uint64_t from, std::uint64_t max_count, bool key_is_position, std::size_t page_size);
+  // Readers come from EventStore::read_stream() and read_all(); engines build them from a ReaderSetup.
+  explicit EventReader(detail::ReaderSetup setup);
   EventReader(EventReader&&) noexcept;
   EventReader& operator=(EventReader&&) noexcept;
   ~EventReader();

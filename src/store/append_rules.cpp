@@ -162,14 +162,25 @@ EventReader make_stream_reader(std::string_view stream, const StreamState& state
   if (state.tombstoned) throw StreamDeleted(std::string(stream));
   auto found = state.has_visible_events() ? EventReader::State::ok : EventReader::State::stream_not_found;
   auto from = start_key(options.from ? std::optional(options.from->value()) : std::nullopt, options.direction);
-  return EventReader(std::move(pages), std::string(stream), found, options.direction, from, options.max_count, false,
-                     page_size);
+  return EventReader({.source = std::move(pages),
+                      .stream = std::string(stream),
+                      .state = found,
+                      .direction = options.direction,
+                      .from = from,
+                      .max_count = options.max_count,
+                      .key = ReadKey::version,
+                      .page_size = page_size});
 }
 
 EventReader make_all_reader(const ReadAllOptions& options, std::shared_ptr<PageSource> pages, std::size_t page_size) {
   auto from = start_key(options.from ? std::optional(options.from->value()) : std::nullopt, options.direction);
-  return EventReader(std::move(pages), std::string(kAllStream), EventReader::State::ok, options.direction, from,
-                     options.max_count, true, page_size);
+  return EventReader({.source = std::move(pages),
+                      .stream = std::string(kAllStream),
+                      .direction = options.direction,
+                      .from = from,
+                      .max_count = options.max_count,
+                      .key = ReadKey::position,
+                      .page_size = page_size});
 }
 
 StreamInfo make_info(std::string stream, const StreamState& state, Timestamp created, Timestamp updated) {

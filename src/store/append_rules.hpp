@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sourced/store.hpp"
+#include "store/page_source.hpp"
 
 namespace sourced::detail {
 

@@ -3,20 +3,20 @@
 #include <algorithm>
 
 #include "sourced/error.hpp"
+#include "store/page_source.hpp"
 
 namespace sourced {
 
-EventReader::EventReader(std::shared_ptr<detail::PageSource> source, std::string stream, State state,
-                         Direction direction, std::uint64_t from, std::uint64_t max_count, bool key_is_position,
-                         std::size_t page_size)
-    : source_(std::move(source)),
-      stream_(std::move(stream)),
-      state_(state),
-      direction_(direction),
-      cursor_(from),
-      remaining_(max_count),
-      key_is_position_(key_is_position),
-      page_size_(std::max<std::size_t>(page_size, 1)) {
+EventReader::EventReader(detail::ReaderSetup setup)
+    : source_(std::move(setup.source)),
+      stream_(std::move(setup.stream)),
+      state_(setup.state),
+      direction_(setup.direction),
+      cursor_(setup.from),
+      remaining_(setup.max_count),
+      key_is_position_(setup.key == detail::ReadKey::position),
+      page_size_(std::max<std::size_t>(setup.page_size, 1)) {
+  std::uint64_t from = setup.from;
   std::uint64_t before = direction_ == Direction::forward ? (from == 0 ? 0 : from - 1) : from + (from < kUnlimited);
   page_scanned_ = last_returned_ = before;
   if (remaining_ == 0 || !source_ || (direction_ == Direction::backward && cursor_ == 0)) exhausted_ = true;

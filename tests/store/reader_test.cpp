@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "sourced/error.hpp"
+#include "store/page_source.hpp"
 
 namespace sourced {
 namespace {
@@ -35,7 +36,13 @@ class CountingPages final : public detail::PageSource {
 };
 
 EventReader reader(std::shared_ptr<CountingPages> pages, Direction d, std::uint64_t from, std::uint64_t max) {
-  return EventReader(pages, "$all", EventReader::State::ok, d, from, max, true, 100);
+  return EventReader({.source = pages,
+                      .stream = "$all",
+                      .direction = d,
+                      .from = from,
+                      .max_count = max,
+                      .key = detail::ReadKey::position,
+                      .page_size = 100});
 }
 
 TEST(EventReader, FetchesOnlyThePagesItReads) {
@@ -66,8 +73,10 @@ TEST(EventReader, ReadsBackwardToTheStartWithoutRepeats) {
 }
 
 TEST(EventReader, AMissingStreamThrowsWhenIterated) {
-  EventReader r(std::make_shared<CountingPages>(10), "account-1", EventReader::State::stream_not_found,
-                Direction::forward, 1, kUnlimited, false, 100);
+  EventReader r({.source = std::make_shared<CountingPages>(10),
+                 .stream = "account-1",
+                 .state = EventReader::State::stream_not_found,
+                 .page_size = 100});
   EXPECT_EQ(r.state(), EventReader::State::stream_not_found);
   EXPECT_THROW(r.next(), StreamNotFound);
 }
