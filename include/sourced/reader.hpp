@@ -11,9 +11,10 @@
 // Iterating a reader whose stream was not found throws StreamNotFound, so "no such stream" is never
 // confused with "no events in this range".
 //
-// Lifetimes: a reader may outlive the store that made it; it keeps alive what it reads from. It reads
-// the store as it is when each page is fetched: events appended meanwhile are seen by a forward read
-// that has not reached them yet, and a stream deleted meanwhile simply yields no further events.
+// Lifetimes: a reader may outlive the store that made it; it keeps alive what it reads from. A stream
+// reader keeps the view of the stream it started with: deleting the stream (soft or tombstone) after
+// read_stream() returned does not cut it short, while events appended meanwhile are still seen by a
+// forward read that has not reached them yet (tests/store/concurrency_test.cpp pins this).
 
 #include <cstddef>
 #include <cstdint>
