@@ -20,6 +20,7 @@
 
 #include "sourced/open_store.hpp"
 #include "sourced/store.hpp"
+#include "sourced/subscription.hpp"
 
 using namespace sourced;
 using Clock = std::chrono::steady_clock;
@@ -219,6 +220,129 @@ void bench_memory(EventStore& store, std::uint64_t events) {
 
 }  // namespace
 
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+
+// The writer of the cross-process latency workload (sourced_bench --latency-writer): appends `count`
+// events `pause_us` apart, each stamped with the steady clock (shared by every process) before its append.
+int latency_writer(const std::string& location, int count, int pause_us) {
+  auto store = open_store(location);
+  for (int i = 0; i < count; ++i) {
+    EventData e;
+    e.type = "Stamped";
+    e.data = fmt::format(R"({{"t":{}}})", steady_ns());
+    store->append(fmt::format("latency-{}", i % 100), ExpectedVersion::any(), {e});
+    std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+  }
+  return 0;
+}
+
+void fill_to(EventStore& store, std::uint64_t events) {
+  std::uint64_t head = store.head_position().value();
+  if (head >= events) return;
+  fmt::print("filling the store to {} events...\n", events);
+  std::fflush(stdout);
+  std::mt19937_64 rng(99);
+  std::vector<EventData> batch;
+  for (int i = 0; i < 1000; ++i) batch.push_back(make_event(rng));
+  while (head < events)
+    head =
+        store.append(fmt::format("account-{}", rng() % kStreams), ExpectedVersion::any(), batch).last_position.value();
+}
+
+// Append-to-delivery latency of a live subscriber: the writer is a thread of this process, or another
+// process (this program with --latency-writer).
+void bench_latency(EventStore& store, const std::string& location, bool other_process, int count) {
+  auto sub =
+      subscribe_to_all(store, {.start = SubscriptionStart::end(), .filter = EventFilter{.event_types = {"Stamped"}}});
+  while (auto m = sub.next(std::chrono::seconds(5))) {
+    if (m->kind == SubscriptionMessage::Kind::caught_up) break;
+  }
+  constexpr int kPauseUs = 2000;
+  std::thread writer;
+  if (other_process) {
+    std::string cmd = fmt::format("'/proc/{}/exe' --latency-writer --store '{}' --latency-events {} >/dev/null",
+                                  ::getpid(), location, count);
+    writer = std::thread([cmd] { [[maybe_unused]] int rc = std::system(cmd.c_str()); });
+  } else {
+    writer = std::thread([&] {
+      for (int i = 0; i < count; ++i) {
+        EventData e;
+        e.type = "Stamped";
+        e.data = fmt::format(R"({{"t":{}}})", steady_ns());
+        store.append(fmt::format("latency-{}", i % 100), ExpectedVersion::any(), {e});
+        std::this_thread::sleep_for(std::chrono::microseconds(kPauseUs));
+      }
+    });
+  }
+  Latencies lat;
+  while (static_cast<int>(lat.micros.size()) < count) {
+    auto m = sub.next(std::chrono::seconds(30));
+    if (!m) break;
+    if (m->kind != SubscriptionMessage::Kind::event) continue;
+    auto t = std::stoll(m->event->data.substr(5));
+    lat.micros.push_back((steady_ns() - t) / 1000.0);
+  }
+  writer.join();
+  fmt::print("| live subscriber, writer in {} | {} events | p50 {:>9} | p99 {:>9} | p99.9 {:>9} |\n",
+             other_process ? "another process" : "the same process", lat.micros.size(), fmt_us(lat.pct(0.5)),
+             fmt_us(lat.pct(0.99)), fmt_us(lat.pct(0.999)));
+  std::fflush(stdout);
+}
+
+// A catch-up subscription over the whole store against a plain read of $all, in the same run.
+void bench_subscribe(EventStore& store, const std::string& location, std::uint64_t events, double seconds,
+                     int latency_events) {
+  fill_to(store, events);
+  std::uint64_t head = store.head_position().value();
+  auto start = Clock::now();
+  std::uint64_t n = 0;
+  std::size_t bytes = 0;
+  for (const auto& e : store.read_all()) {
+    ++n;
+    bytes += e.data.size();
+  }
+  double read_s = std::chrono::duration<double>(Clock::now() - start).count();
+  fmt::print("| read $all ({} events) | {} ev/s |\n", n, fmt_rate(n / read_s));
+  reset_peak_rss();
+  start = Clock::now();
+  auto sub = subscribe_to_all(store);
+  std::uint64_t delivered = 0;
+  while (auto m = sub.next(std::chrono::seconds(10))) {
+    if (m->kind == SubscriptionMessage::Kind::caught_up) break;
+    if (m->kind == SubscriptionMessage::Kind::event) {
+      ++delivered;
+      bytes += m->event->data.size();
+    }
+  }
+  double sub_s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (delivered != head) throw std::runtime_error(fmt::format("the subscription delivered {} of {}", delivered, head));
+  fmt::print("| catch-up subscription to $all ({} events) | {} ev/s | {:.0f}% of read $all | peak RSS {:.1f} MiB |\n",
+             delivered, fmt_rate(delivered / sub_s), 100.0 * read_s / sub_s, peak_rss_kib() / 1024.0);
+  std::fflush(stdout);
+  // An idle live subscriber: the CPU the whole process uses while it waits.
+  {
+    auto idle = subscribe_to_all(store, {.start = SubscriptionStart::end()});
+    idle.next(std::chrono::seconds(1));  // caught_up; the wake-up machinery starts
+    struct rusage a {
+    }, b{};
+    getrusage(RUSAGE_SELF, &a);
+    auto t0 = Clock::now();
+    while (Clock::now() - t0 < std::chrono::duration<double>(seconds)) {
+      idle.next(std::chrono::milliseconds(500));
+    }
+    getrusage(RUSAGE_SELF, &b);
+    auto cpu = [](const struct rusage& r) {
+      return r.ru_utime.tv_sec + r.ru_stime.tv_sec + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
+    };
+    double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    fmt::print("| idle live subscriber | {:.2f}% of a core (whole process) |\n", 100.0 * (cpu(b) - cpu(a)) / wall);
+  }
+  bench_latency(store, location, false, latency_events);
+  bench_latency(store, location, true, latency_events);
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"sourced_bench: event store workloads"};
   std::string location;
@@ -229,11 +353,18 @@ int main(int argc, char** argv) {
   app.add_option("--store", location,
                  "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
   app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
-  app.add_option("--only", only, "Run only this group: append, read, memory or ids");
+  app.add_option("--only", only, "Run only this group: append, read, memory, ids or subscribe");
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
   app.add_option("--writers", writer_counts, "Writer counts for the append workloads")->capture_default_str();
   app.add_option("--batch", batch_sizes, "Batch sizes for the append workloads")->capture_default_str();
+  std::uint64_t subscribe_events = 1'000'000;
+  app.add_option("--subscribe-events", subscribe_events, "For --only subscribe: events in the store (filled first)");
+  bool latency_writer_mode = false;
+  int latency_events = 2000;
+  app.add_flag("--latency-writer", latency_writer_mode, "Internal: the writer process of the latency workload");
+  app.add_option("--latency-events", latency_events, "Internal: events the latency writer appends");
   CLI11_PARSE(app, argc, argv);
+  if (latency_writer_mode) return latency_writer(location, latency_events, 2000);
 
   std::filesystem::path tmp;
   if (location.empty()) {
@@ -256,6 +387,7 @@ int main(int argc, char** argv) {
       for (int readers : {1, 10, 100}) bench_read_stream(*store, readers, seconds);
       for (int readers : {1, 10, 100}) bench_read_all(*store, readers);
     }
+    if (only == "subscribe") bench_subscribe(*store, location, subscribe_events, seconds, latency_events);
     if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
     if (only == "ids") {
       for (int threads : {1, 100}) bench_ids(threads, seconds);
