@@ -42,11 +42,29 @@ using Position = detail::Ordinal<struct PositionTag>;
 // UTC wall-clock time with microsecond precision, set by the store when it records an event.
 using Timestamp = std::chrono::sys_time<std::chrono::microseconds>;
 
+// What an event's data and metadata are, decided once by its writer and stored with it (as EventStoreDB's
+// application/json vs. application/octet-stream), so readers need not inspect the bytes.
+enum class ContentType : std::uint8_t {
+  // Not said: an event appended without a content type, or stored before stores recorded one. A reader
+  // that needs to know must look at the bytes (the CLI checks them as JSON).
+  unknown = 0,
+  // A promise by the writer: data and metadata are each either empty or one valid JSON text (RFC 8259),
+  // and readers may use them as JSON without checking (the CLI prints them unchanged). Stores do not
+  // check it: a writer that marks other bytes json makes its readers' output invalid.
+  json = 1,
+  // Any bytes: the writer does not promise JSON.
+  binary = 2,
+};
+
 // An event to append. Data and metadata are bytes; by convention they hold JSON.
 struct EventData {
   std::string type;
   std::string data;
   std::string metadata;
+  // unknown unless the writer says: a caller that appends raw bytes is not taken to promise JSON (which
+  // would let readers print bytes unchecked), and a caller of before content types keeps the behaviour it
+  // had. to_event_data() with JsonSerializer and the CLI set json.
+  ContentType content_type = ContentType::unknown;
   // When empty, the store generates a time-ordered id. Give one to make the append idempotent: repeating
   // it returns the first result and writes nothing.
   std::optional<Uuid> id;
@@ -63,6 +81,8 @@ struct RecordedEvent {
   std::string type;
   std::string data;
   std::string metadata;
+  // As appended; unknown for events stored before the store recorded content types.
+  ContentType content_type = ContentType::unknown;
   std::optional<Uuid> correlation_id;
   std::optional<Uuid> causation_id;
   Timestamp created_at;

@@ -5,6 +5,8 @@
 // A serializer is any type S with
 //   template <class T> static std::string serialize(const T&);
 //   template <class T> static T deserialize(std::string_view bytes);   // throws SerializationError
+// A serializer may also declare `static constexpr ContentType content_type` (JsonSerializer: json), which
+// to_event_data() records on the event; without it the event's content type is unknown.
 // JsonSerializer, the default, uses nlohmann-json's to_json/from_json for T (write them next to your
 // event types, or use NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE). Plug in another format (protobuf, msgpack …)
 // by passing your own S.
@@ -34,6 +36,7 @@ class SerializationError : public Error {
 };
 
 struct JsonSerializer {
+  static constexpr ContentType content_type = ContentType::json;
   template <class T>
   static std::string serialize(const T& value) {
     return nlohmann::json(value).dump();
@@ -60,6 +63,7 @@ requires SerializerFor<S, T> EventData to_event_data(std::string type, const T& 
   EventData e;
   e.type = std::move(type);
   e.data = S::serialize(data);
+  if constexpr (requires { S::content_type; }) e.content_type = S::content_type;
   return e;
 }
 

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sourced/serializer.hpp"
 #include "store/append_rules.hpp"
 #include "store/engines.hpp"
 
@@ -101,6 +102,33 @@ TEST_P(Conformance, ReadBackKeepsEveryField) {
   EXPECT_FALSE(events[1].correlation_id);
   EXPECT_FALSE(events[1].id.is_nil()) << "the store generates an id when none is given";
   EXPECT_EQ(events[1].id.version(), 7);
+}
+
+TEST_P(Conformance, ContentTypeIsStoredWithEachEventAndReadBackOnEveryPath) {
+  auto typed = [](ContentType ct) {
+    EventData e = event("T", ct == ContentType::binary ? std::string("\x01\xff", 2) : "{}");
+    e.content_type = ct;
+    return e;
+  };
+  store().append("ct-1", ExpectedVersion::any(),
+                 {typed(ContentType::json), typed(ContentType::binary), typed(ContentType::unknown)});
+  store().append("ct-2", ExpectedVersion::any(), {to_event_data("Typed", std::map<std::string, int>{{"a", 1}})});
+  using CT = std::vector<ContentType>;
+  auto types = [](const std::vector<RecordedEvent>& es) {
+    CT v;
+    for (const auto& e : es) v.push_back(e.content_type);
+    return v;
+  };
+  CT want = {ContentType::json, ContentType::binary, ContentType::unknown};
+  EXPECT_EQ(types(read("ct-1")), want);
+  ReadStreamOptions back;
+  back.direction = Direction::backward;
+  EXPECT_EQ(types(read("ct-1", back)), (CT{ContentType::unknown, ContentType::binary, ContentType::json}));
+  EXPECT_EQ(types(read_all()), (CT{ContentType::json, ContentType::binary, ContentType::unknown, ContentType::json}))
+      << "to_event_data with JsonSerializer marks its events json";
+  ReadAllOptions filtered;
+  filtered.filter = EventFilter{.event_types = {"T"}};
+  EXPECT_EQ(types(read_all(filtered)), want);
 }
 
 TEST_P(Conformance, ExpectedVersionAnyAlwaysAppends) {

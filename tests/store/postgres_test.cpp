@@ -13,6 +13,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include "engines/postgres/pg_schema.hpp"
 #include "store/engines.hpp"
 
 extern char** environ;
@@ -373,8 +374,56 @@ TEST(PostgresSchema, ConcurrentFirstOpensCreateItOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(opened.load(), 6);
   EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"),
-            "2");  // one row per migration: each applied once
+            "3");  // one row per migration: each applied once
   EXPECT_EQ(pg_scalar(pg_url, "SELECT position FROM \"" + schema.name + "\".head"), "0");
+}
+
+// A schema as migrations 1 and 2 made it (before content types), holding one event of stream "old".
+void write_version_2_schema(const std::string& url, const std::string& schema) {
+  std::string sql = "CREATE SCHEMA \"" + schema + "\"; CREATE TABLE \"" + schema +
+                    "\".migrations (version int PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT "
+                    "NULL DEFAULT now());";
+  for (const auto& m : detail::pg::migrations()) {
+    if (m.version > 2) continue;
+    sql += detail::pg::with_schema(m.sql, schema);
+    sql += "; INSERT INTO \"" + schema + "\".migrations (version, description) VALUES (" + std::to_string(m.version) +
+           ", 'old');";
+  }
+  ASSERT_EQ(pg_admin_exec(url, sql), "");
+  ASSERT_EQ(pg_admin_exec(url, "SELECT * FROM \"" + schema +
+                                   "\".append_group(ARRAY['old'], ARRAY[0], ARRAY[0::bigint], ARRAY[1], ARRAY[1], "
+                                   "ARRAY[false], ARRAY[1], ARRAY[gen_random_uuid()], ARRAY[false], ARRAY['Old'], "
+                                   "ARRAY['{}'::bytea], ARRAY['{}'::bytea], ARRAY[NULL::uuid], ARRAY[NULL::uuid])"),
+            "");
+}
+
+TEST(PostgresSchema, AVersion2SchemaIsReadReadOnlyAsItIsAndMigratedByAWriter) {
+  REQUIRE_PG();
+  ScratchSchema schema(pg_url);
+  write_version_2_schema(pg_url, schema.name);
+  {
+    PostgresOptions o;
+    o.schema = schema.name;
+    o.read_only = true;
+    auto ro = open_postgres_store(pg_url, o);
+    auto events = ro->read_stream("old").to_vector();
+    ASSERT_EQ(events.size(), 1u);
+    EXPECT_EQ(events[0].type, "Old");
+    EXPECT_EQ(events[0].content_type, ContentType::unknown);
+    ASSERT_EQ(ro->read_all().to_vector().size(), 1u);
+    EXPECT_EQ(ro->read_all().to_vector()[0].content_type, ContentType::unknown);
+  }
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT max(version) FROM \"" + schema.name + "\".migrations"), "2")
+      << "a read-only open changes nothing";
+  auto store = schema.open();
+  EventData e = event("New");
+  e.content_type = ContentType::binary;
+  store->append("old", ExpectedVersion::exact(1), {e});
+  auto events = store->read_stream("old").to_vector();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].content_type, ContentType::unknown);
+  EXPECT_EQ(events[1].content_type, ContentType::binary);
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT max(version) FROM \"" + schema.name + "\".migrations"), "3");
 }
 
 TEST(PostgresSchema, RefusesASchemaNewerThanTheLibrary) {
@@ -467,7 +516,7 @@ TEST(PostgresCli, InitCreatesTheSchemaAndTheOtherCommandsWork) {
   ASSERT_EQ(init.code, 0) << init.err;
   EXPECT_NE(init.out.find("\"engine\":\"postgres\""), std::string::npos) << init.out;
   EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"),
-            "2");  // one row per migration: each applied once
+            "3");  // one row per migration: each applied once
   EXPECT_EQ(run_cli(url, "init").code, 0) << "init is idempotent";
   auto append = run_cli(url, "append account-1 --type Opened --data '{\"owner\":\"Ada\"}' --expected no_stream");
   ASSERT_EQ(append.code, 0) << append.err;

@@ -475,6 +475,38 @@ TEST_F(Cli, EventsThatAreNotJsonPrintLosslesslyAndNeverStopARead) {
   EXPECT_EQ(first.metadata, "\x80");
 }
 
+TEST_F(Cli, AppendsSayWhetherTheyAreJsonAndReadsTrustWhatWasSaid) {
+  ASSERT_EQ(run({"append", "ct", "--type", "A", "--data", R"({"a":1})"}).code, 0);
+  ASSERT_EQ(run({"append", "ct"}, "{\"type\":\"B\",\"data\":[1]}\n{\"type\":\"C\",\"data_base64\":\"aGk=\"}\n").code,
+            0);
+  // Nested deeper than the CLI's checker allows (but JSON): printed as given only when marked json.
+  std::string deep = std::string(600, '[') + std::string(600, ']');
+  {
+    auto store = open_sqlite_store(store_);
+    auto events = store->read_stream("ct").to_vector();
+    ASSERT_EQ(events.size(), 3u);
+    EXPECT_EQ(events[0].content_type, ContentType::json);
+    EXPECT_EQ(events[1].content_type, ContentType::json);
+    EXPECT_EQ(events[2].content_type, ContentType::binary);
+    EventData trusted = event("Trusted", deep, "");
+    trusted.content_type = ContentType::json;
+    store->append("deep", ExpectedVersion::any(), {trusted, event("Checked", deep, "")});
+  }
+  auto r = run({"read", "ct"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1]["data"], json::parse("[1]"));
+  EXPECT_EQ(base64_decode(lines[2]["data_base64"]), "hi");
+  r = run({"read", "deep"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto out = r.out;
+  auto second = out.find('\n');
+  ASSERT_NE(second, std::string::npos);
+  EXPECT_NE(out.substr(0, second).find("\"data\":" + deep), std::string::npos) << "json is printed unchecked";
+  EXPECT_NE(out.substr(second).find("\"data_base64\":"), std::string::npos) << "unknown is checked";
+}
+
 TEST_F(Cli, ExitCodesForBadNumbersAndUrls) {
   EXPECT_EQ(run({"append", "s", "--type", "X", "--data", R"({"n":1e400})"}).code, 2);
   EXPECT_EQ(run({"append", "s"}, "{\"type\":\"X\",\"data\":{\"n\":-1e400}}\n").code, 2);

@@ -101,6 +101,9 @@ EventData event_from_line(std::string_view line, std::size_t number, std::vector
   };
   e.data = payload(kData, kDataBase64);
   e.metadata = payload(kMetadata, kMetadataBase64);
+  // The line was checked as JSON above, so its data and metadata values are JSON; base64 ones are any bytes.
+  bool base64 = !values[kDataBase64].empty() || !values[kMetadataBase64].empty();
+  e.content_type = base64 ? ContentType::binary : ContentType::json;
   std::string where = fmt::format("stdin line {}: \"", number);
   if (auto id = text(kId)) e.id = parse_uuid(*id, where + "id\"");
   if (auto id = text(kCorrelationId)) e.correlation_id = parse_uuid(*id, where + "correlation_id\"");
@@ -153,6 +156,7 @@ int append_command(const Options& o, Io& io) {
     e.type = *o.type;
     e.data = checked_json(o.data, "--data");
     e.metadata = checked_json(o.metadata, "--metadata");
+    e.content_type = ContentType::json;  // both checked just above
     if (o.id) e.id = parse_uuid(*o.id, "--id");
     if (o.correlation_id) e.correlation_id = parse_uuid(*o.correlation_id, "--correlation-id");
     if (o.causation_id) e.causation_id = parse_uuid(*o.causation_id, "--causation-id");

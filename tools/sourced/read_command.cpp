@@ -48,12 +48,14 @@ class LineWriter {
   }
 
   // `"name":bytes` when the bytes are JSON (CR and LF, which valid JSON holds only as whitespace, become
-  // spaces so the event stays on one line); `"name_base64":"..."` otherwise; nothing for no bytes.
-  void payload(std::string_view name, const std::string& bytes) {
+  // spaces so the event stays on one line); `"name_base64":"..."` otherwise; nothing for no bytes. Bytes
+  // of an event appended as ContentType::json are taken as JSON unchecked: the check was the writer's,
+  // once. Others (unknown: stored before content types; binary: metadata may still be JSON) are checked.
+  void payload(std::string_view name, const std::string& bytes, bool json) {
     if (bytes.empty()) return;
     out_ += ",\"";
     out_ += name;
-    if (json_problem(bytes)) {
+    if (!json && json_problem(bytes)) {
       out_ += "_base64\":\"";
       append_base64(out_, bytes);
       out_ += '"';
@@ -80,8 +82,9 @@ class LineWriter {
     uuid(e.id);
     out_ += ",\"type\":";
     append_json_string(out_, e.type);
-    payload("data", e.data);
-    payload("metadata", e.metadata);
+    bool json = e.content_type == ContentType::json;
+    payload("data", e.data, json);
+    payload("metadata", e.metadata, json);
     out_ += ",\"created_at\":\"";
     timestamp(e.created_at);
     out_ += '"';

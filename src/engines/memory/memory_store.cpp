@@ -138,6 +138,7 @@ class MemoryStore final : public EventStore {
       e.type = p.data->type;
       e.data = p.data->data;
       e.metadata = p.data->metadata;
+      e.content_type = p.data->content_type;
       e.correlation_id = p.data->correlation_id;
       e.causation_id = p.data->causation_id;
       e.created_at = ts;

@@ -156,6 +156,107 @@ CREATE TRIGGER notify_commit AFTER UPDATE ON {schema}.head
   FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_commit();
 )sql";
 
+// Migration 3: each event's ContentType (0 unknown, 1 json, 2 binary; events stored before read as
+// unknown), and append_group re-created with the content types as one more array. A column with a
+// constant default rewrites no row. Dropping and creating the function in the migration's transaction
+// means no client ever calls a function that is missing or has the other signature: an old client's
+// 14-argument call fails cleanly after it (upgrade every client of a schema together).
+constexpr const char* kV3 = R"sql(
+ALTER TABLE {schema}.events ADD COLUMN content_type smallint NOT NULL DEFAULT 0;
+DROP FUNCTION {schema}.append_group(text[], int[], bigint[], int[], int[], boolean[], int[], uuid[], boolean[],
+                                    text[], bytea[], bytea[], uuid[], uuid[]);
+CREATE FUNCTION {schema}.append_group(
+    p_stream text[], p_kind int[], p_expected bigint[], p_start int[], p_count int[], p_lookup boolean[],
+    p_req int[], p_id uuid[], p_given boolean[], p_type text[], p_data bytea[], p_metadata bytea[],
+    p_correlation uuid[], p_causation uuid[], p_content_type int[])
+  RETURNS TABLE (o_req int, o_written boolean, o_exists boolean, o_last bigint, o_hidden bigint,
+                 o_tombstoned boolean, o_first_position bigint, o_found_id uuid, o_found_stream text,
+                 o_found_version bigint, o_found_position bigint)
+  LANGUAGE plpgsql AS $fn$
+DECLARE
+  n           int := coalesce(array_length(p_stream, 1), 0);
+  v_head      bigint;
+  v_pos       bigint;
+  v_ts        timestamptz;
+  v_sid       bigint[] := array_fill(0::bigint, ARRAY[n]);
+  v_first_pos bigint[] := array_fill(0::bigint, ARRAY[n]);
+  v_first_ver bigint[] := array_fill(0::bigint, ARRAY[n]);
+  v_id        bigint;
+  v_last      bigint;
+  v_hidden    bigint;
+  v_tomb      boolean;
+  v_found     boolean;
+  v_lo        int;
+  v_hi        int;
+BEGIN
+  -- Taken first and held until commit: positions are handed out in commit order. Every writer of
+  -- streams and events takes it first, so the stream rows read below cannot change under us: they need
+  -- no row locks of their own (which would cost a WAL record each).
+  SELECT h.position INTO v_head FROM {schema}.head h FOR UPDATE;
+  v_pos := v_head;
+  v_ts := clock_timestamp();
+  FOR r IN 1..n LOOP
+    SELECT st.id, st.last_version, st.hidden_through, st.tombstoned INTO v_id, v_last, v_hidden, v_tomb
+      FROM {schema}.streams st WHERE st.name = p_stream[r];
+    o_exists := FOUND;
+    IF NOT o_exists THEN
+      v_id := 0; v_last := 0; v_hidden := 0; v_tomb := false;
+    END IF;
+    o_req := r; o_last := v_last; o_hidden := v_hidden; o_tombstoned := v_tomb; o_first_position := 0;
+    v_found := false;
+    IF p_lookup[r] AND NOT v_tomb THEN
+      v_lo := p_start[r];
+      v_hi := p_start[r] + p_count[r] - 1;
+      o_written := false;
+      FOR o_found_id, o_found_stream, o_found_version, o_found_position IN
+        SELECT e.id, st.name, e.version, e.position
+          FROM unnest(p_id[v_lo:v_hi], p_given[v_lo:v_hi]) AS u(id, given)
+          JOIN {schema}.events e ON e.id = u.id
+          JOIN {schema}.streams st ON st.id = e.stream_id
+         WHERE u.given
+      LOOP
+        v_found := true;
+        RETURN NEXT;
+      END LOOP;
+      o_found_id := NULL; o_found_stream := NULL; o_found_version := NULL; o_found_position := NULL;
+    END IF;
+    o_written := NOT v_tomb AND NOT v_found AND CASE p_kind[r]
+      WHEN 0 THEN true                    -- any
+      WHEN 1 THEN v_last <= v_hidden      -- no_stream: no visible events
+      WHEN 2 THEN v_last > v_hidden       -- stream_exists
+      ELSE v_last = p_expected[r]         -- exact
+    END;
+    IF o_written AND p_count[r] > 0 THEN
+      IF NOT o_exists THEN
+        INSERT INTO {schema}.streams (name, last_version, hidden_through, tombstoned, created_at, updated_at)
+          VALUES (p_stream[r], p_count[r], 0, false, v_ts, v_ts) RETURNING id INTO v_id;
+      ELSE
+        UPDATE {schema}.streams SET last_version = v_last + p_count[r], updated_at = v_ts WHERE id = v_id;
+      END IF;
+      v_sid[r] := v_id;
+      v_first_pos[r] := v_pos + 1;
+      v_first_ver[r] := v_last + 1;
+      o_first_position := v_pos + 1;
+      v_pos := v_pos + p_count[r];
+    END IF;
+    RETURN NEXT;
+  END LOOP;
+  IF v_pos > v_head THEN
+    -- All written events in one statement, in position order.
+    INSERT INTO {schema}.events (position, stream_id, version, id, type, data, metadata, correlation_id,
+                                 causation_id, created_at, content_type)
+    SELECT v_first_pos[u.req] + (u.ord - p_start[u.req]), v_sid[u.req],
+           v_first_ver[u.req] + (u.ord - p_start[u.req]), u.id, u.type, u.data, u.metadata, u.correlation,
+           u.causation, v_ts, u.content_type
+      FROM unnest(p_req, p_id, p_type, p_data, p_metadata, p_correlation, p_causation, p_content_type)
+           WITH ORDINALITY AS u(req, id, type, data, metadata, correlation, causation, content_type, ord)
+     WHERE v_first_pos[u.req] > 0;
+    UPDATE {schema}.head SET position = v_pos;
+  END IF;
+END
+$fn$;
+)sql";
+
 }  // namespace
 
 std::string commit_channel(const std::string& schema) { return ("sourced_" + schema).substr(0, 63); }
@@ -173,6 +274,7 @@ const std::vector<Migration>& migrations() {
   static const std::vector<Migration> all = {
       {1, "streams, events, head and append_group", kV1},
       {2, "commits notify sourced_<schema>", kV2},
+      {3, "events.content_type, append_group with content types", kV3},
   };
   return all;
 }
@@ -194,7 +296,7 @@ int current_version(Connection& c, const std::string& schema) {
 
 }  // namespace
 
-void migrate(Connection& c, const Target& target, const std::string& schema, bool create_if_missing, bool read_only) {
+int migrate(Connection& c, const Target& target, const std::string& schema, bool create_if_missing, bool read_only) {
   int latest = latest_schema_version();
   int version = current_version(c, schema);
   auto newer = [&](int v) {
@@ -204,16 +306,12 @@ void migrate(Connection& c, const Target& target, const std::string& schema, boo
                     schema, target.display, v, latest));
   };
   if (version > latest) throw newer(version);
-  if (version == latest) return;
+  if (version == latest) return version;
   if (version == 0 && (read_only || !create_if_missing)) {
     throw StoreNotFound(fmt::format("{} (schema {})", target.display, schema));
   }
-  if (read_only) {
-    throw StorageError(fmt::format(
-        "the sourced schema '{}' at {} has version {}, older than this library's {}: open it for writing once, or "
-        "run `sourced init`, to migrate it",
-        schema, target.display, version, latest));
-  }
+  // An older schema is read as it is (the store reads what its version holds), never changed.
+  if (read_only) return version;
   try {
     c.exec("BEGIN", "migrating the schema");
     Params key;
@@ -239,6 +337,7 @@ void migrate(Connection& c, const Target& target, const std::string& schema, boo
               Format::text, "recording a migration");
     }
     c.exec("COMMIT", "committing the schema migration");
+    return latest;
   } catch (const ServerError& e) {
     if (c.ok()) PQclear(PQexec(c.handle(), "ROLLBACK"));
     if (e.sqlstate() == "42501") {  // insufficient_privilege

@@ -24,8 +24,9 @@ int latest_schema_version();
 // a user without CREATE rights can open an initialised store). Concurrent first opens are serialised by
 // a transaction-scoped advisory lock. Throws StorageError when the schema is newer than this library, or
 // when the user may not create it, StoreNotFound when there is no schema and it may not be created
-// (`create_if_missing` false or `read_only`); `read_only` never changes anything.
-void migrate(Connection& c, const Target& target, const std::string& schema, bool create_if_missing, bool read_only);
+// (`create_if_missing` false or `read_only`); `read_only` never changes anything, and reads an older
+// schema as it is. Returns the schema's version after the call (older than the latest only when read-only).
+int migrate(Connection& c, const Target& target, const std::string& schema, bool create_if_missing, bool read_only);
 
 // The channel that commits to `schema` notify (migration 2).
 std::string commit_channel(const std::string& schema);

@@ -53,17 +53,19 @@ enum Stmt : int {
   kStatementCount
 };
 
-// Columns 0..8 of an event row: position, version, id, type, data, metadata, correlation_id,
-// causation_id, created_at (binary format).
+// Columns 0..9 of an event row: position, version, id, type, data, metadata, correlation_id,
+// causation_id, created_at, content_type (binary format).
 constexpr const char* kEventColumns =
     "e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, e.created_at";
 
+// The statements for a schema at `version`: a schema older than migration 3, opened read-only, has no
+// content type column and its events read as unknown.
 struct Statements {
-  explicit Statements(const std::string& schema) {
+  Statements(const std::string& schema, int version) {
     auto s = [&](const std::string& sql) { return detail::pg::with_schema(sql, schema); };
-    std::string cols = kEventColumns;
+    std::string cols = std::string(kEventColumns) + (version >= 3 ? ", e.content_type::int8" : ", 0::int8");
     sql[kAppendGroup] =
-        s("SELECT * FROM {schema}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
+        s("SELECT * FROM {schema}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)");
     // $all pages return stream ids, not names: joining streams per row cost more than the rest of the
     // query, and the client caches the names (an id's name never changes).
     sql[kReadAllForward] = s("SELECT " + cols +
@@ -135,6 +137,8 @@ void read_event(const Result& r, int row, RecordedEvent& e) {
   e.correlation_id = r.is_null(row, 6) ? std::nullopt : std::optional<Uuid>(read_uuid(r.raw(row, 6)));
   e.causation_id = r.is_null(row, 7) ? std::nullopt : std::optional<Uuid>(read_uuid(r.raw(row, 7)));
   e.created_at = read_timestamptz(r.raw(row, 8));
+  std::int64_t ct = read_int8(r.raw(row, 9));
+  e.content_type = ct == 1 ? ContentType::json : ct == 2 ? ContentType::binary : ContentType::unknown;
 }
 
 struct StreamRow {
@@ -158,7 +162,7 @@ detail::StreamState stream_state(const Result& r, int row) {
 // What the store's objects share with the readers it hands out (which may outlive it).
 struct Shared {
   Shared(Target target, const PostgresOptions& o)
-      : options(o), pool(std::move(target), o.pool_size), statements(o.schema) {}
+      : options(o), pool(std::move(target), o.pool_size), statements(o.schema, detail::pg::latest_schema_version()) {}
   PostgresOptions options;
   Pool pool;
   Statements statements;
@@ -254,7 +258,7 @@ class AllPages final : public detail::PageSource {
     for (int i = 0; i < n; ++i) {
       read_event(r, i, out[i]);
       out[i].stream.clear();
-      ids_[i] = detail::pg::read_int8(r.raw(i, 9));
+      ids_[i] = detail::pg::read_int8(r.raw(i, 10));
     }
     shared_->name_streams(out, ids_);
   }
@@ -298,7 +302,7 @@ class FilteredAllPages final : public detail::PageSource {
     Result r = shared_->run(forward ? kReadAllFilteredForward : kReadAllFilteredBackward, p, Format::binary,
                             "reading $all with a filter");
     int n = r.rows();
-    auto head = n > 0 ? static_cast<std::uint64_t>(detail::pg::read_int8(r.raw(0, 10))) : 0;
+    auto head = n > 0 ? static_cast<std::uint64_t>(detail::pg::read_int8(r.raw(0, 11))) : 0;
     if (forward) {
       std::uint64_t hi = std::min(want, head);
       scan_.reached_end = want >= head;
@@ -315,7 +319,7 @@ class FilteredAllPages final : public detail::PageSource {
       if (r.is_null(i, 0)) continue;  // the head row of a window with no match
       read_event(r, i, out.emplace_back());
       out.back().stream.clear();
-      ids_.push_back(detail::pg::read_int8(r.raw(i, 9)));
+      ids_.push_back(detail::pg::read_int8(r.raw(i, 10)));
     }
     shared_->name_streams(out, ids_);
   }
@@ -393,7 +397,10 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
     shared_ = std::make_shared<Shared>(std::move(target), options);
     {
       auto c = shared_->pool.acquire();
-      detail::pg::migrate(*c, shared_->pool.target(), options.schema, options.create_if_missing, options.read_only);
+      int version =
+          detail::pg::migrate(*c, shared_->pool.target(), options.schema, options.create_if_missing, options.read_only);
+      // Before any reader exists: nothing else uses the statements yet.
+      shared_->statements = Statements(options.schema, version);
     }
     if (options.read_only) return;  // appends are refused before they reach the group commit
     detail::GroupLimits limits;
@@ -559,7 +566,7 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
     using namespace detail::pg;
     ArrayParam streams(kTextOid), kinds(kInt4Oid), expected(kInt8Oid), starts(kInt4Oid), counts(kInt4Oid),
         lookups(kBoolOid), reqs(kInt4Oid), ids(kUuidOid), given(kBoolOid), types(kTextOid), data(kByteaOid),
-        metadata(kByteaOid), correlation(kUuidOid), causation(kUuidOid);
+        metadata(kByteaOid), correlation(kUuidOid), causation(kUuidOid), content_types(kInt4Oid);
     std::int32_t ordinal = 1;
     for (std::size_t i = 0; i < group.size(); ++i) {
       const AppendRequest& r = *group[i];
@@ -579,6 +586,7 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
         metadata.add_bytes(e.data->metadata);
         correlation.add_uuid(e.data->correlation_id);
         causation.add_uuid(e.data->causation_id);
+        content_types.add_int4(static_cast<std::int32_t>(e.data->content_type));
         ++ordinal;
       }
       lookups.add_bool(lookup);
@@ -597,7 +605,8 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
         .binary(data.finish(), kByteaArrayOid)
         .binary(metadata.finish(), kByteaArrayOid)
         .binary(correlation.finish(), kUuidArrayOid)
-        .binary(causation.finish(), kUuidArrayOid);
+        .binary(causation.finish(), kUuidArrayOid)
+        .binary(content_types.finish(), kInt4ArrayOid);
 
     std::optional<Result> result;
     std::optional<Pool::Lease> c;

@@ -32,7 +32,7 @@ using detail::sqlite::ConnectionPool;
 using detail::sqlite::ScopedStatement;
 using detail::sqlite::Statement;
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 // PRAGMA application_id of a sourced store ("SRCD"): tells our files from other programs' databases.
 constexpr std::int64_t kApplicationId = 0x53524344;
 constexpr std::size_t kPageSize = 1024;
@@ -67,6 +67,23 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events(stream_id, version);
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(id);
 )sql";
+
+// Migration 2: each event's ContentType (0 unknown, 1 json, 2 binary). Events stored before it read as
+// unknown. Adding a column with a constant default rewrites no row: the migration is instant.
+constexpr const char* kSchemaV2 = "ALTER TABLE events ADD COLUMN content_type INTEGER NOT NULL DEFAULT 0;";
+
+// The event columns that read_event() decodes, for a store at schema `version`: a version-1 file
+// (readable read-only, see SqliteStore's constructor) has no content type, so it reads as unknown.
+std::string sql_for(std::string_view text, int version) {
+  std::string out(text);
+  static constexpr std::string_view kToken = "{content_type}";
+  out.replace(out.find(kToken), kToken.size(), version >= 2 ? "e.content_type" : "0");
+  return out;
+}
+
+ContentType content_type_of(std::int64_t v) {
+  return v == 1 ? ContentType::json : v == 2 ? ContentType::binary : ContentType::unknown;
+}
 
 std::int64_t to_micros(Timestamp t) { return t.time_since_epoch().count(); }
 Timestamp from_micros(std::int64_t v) { return Timestamp(std::chrono::microseconds(v)); }
@@ -121,8 +138,8 @@ std::optional<StreamRow> load_stream(Connection& c, std::string_view name, bool 
   return row;
 }
 
-// Columns 0..8 of an event row after the stream name: position, version, id, type, data, metadata,
-// correlation_id, causation_id, created_at.
+// Columns 0..9 of an event row after the stream name: position, version, id, type, data, metadata,
+// correlation_id, causation_id, created_at, content_type.
 void read_event(const Statement& st, int first, RecordedEvent& e) {
   e.position = Position(st.int64(first));
   e.version = StreamVersion(st.int64(first + 1));
@@ -133,13 +150,39 @@ void read_event(const Statement& st, int first, RecordedEvent& e) {
   e.correlation_id = uuid_column(st, first + 6);
   e.causation_id = uuid_column(st, first + 7);
   e.created_at = from_micros(st.int64(first + 8));
+  e.content_type = content_type_of(st.int64(first + 9));
 }
 
+// The page queries, for the store's schema version.
+struct Queries {
+  explicit Queries(int version) {
+    static constexpr std::string_view kAll =
+        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
+        "e.created_at, {content_type} FROM events e JOIN streams s ON s.id = e.stream_id ";
+    all_forward = sql_for(kAll, version) + "WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2";
+    all_backward = sql_for(kAll, version) + "WHERE e.position <= ?1 ORDER BY e.position DESC LIMIT ?2";
+    static constexpr std::string_view kFiltered =
+        "WHERE e.position >= ?1 AND e.position <= ?2 "
+        "AND (?3 IS NULL OR e.type IN (SELECT value FROM json_each(?3))) "
+        "AND (?4 IS NULL OR s.name = ?6 OR (s.name >= ?4 AND (?5 IS NULL OR s.name < ?5))) ";
+    filtered_forward = sql_for(kAll, version) + std::string(kFiltered) + "ORDER BY e.position";
+    filtered_backward = sql_for(kAll, version) + std::string(kFiltered) + "ORDER BY e.position DESC";
+    static constexpr std::string_view kStream =
+        "SELECT e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
+        "e.created_at, {content_type} FROM events e ";
+    stream_forward = sql_for(kStream, version) + "WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3";
+    stream_backward = sql_for(kStream, version) +
+                      "WHERE stream_id = ?1 AND version <= ?2 AND version > ?4 ORDER BY version DESC LIMIT ?3";
+  }
+  std::string all_forward, all_backward, filtered_forward, filtered_backward, stream_forward, stream_backward;
+};
+
 struct Shared {
-  Shared(std::string p, const SqliteOptions& o)
-      : path(std::move(p)), readers(path, o.read_connections, o.busy_timeout_ms) {}
+  Shared(std::string p, const SqliteOptions& o, int version)
+      : path(std::move(p)), readers(path, o.read_connections, o.busy_timeout_ms), queries(version) {}
   std::string path;
   ConnectionPool readers;
+  Queries queries;
 };
 
 class AllPages final : public detail::PageSource {
@@ -147,18 +190,11 @@ class AllPages final : public detail::PageSource {
   explicit AllPages(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
 
   void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
-    static constexpr const char* kForward =
-        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
-        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position >= ?1 "
-        "ORDER BY e.position LIMIT ?2";
-    static constexpr const char* kBackward =
-        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
-        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position <= ?1 "
-        "ORDER BY e.position DESC LIMIT ?2";
     out.resize(limit);
     std::size_t n = 0;
     auto conn = shared_->readers.acquire();
-    ScopedStatement st = conn->prepare(direction == Direction::forward ? kForward : kBackward);
+    const Queries& q = shared_->queries;
+    ScopedStatement st = conn->prepare(direction == Direction::forward ? q.all_forward : q.all_backward);
     st->bind(1, static_cast<std::int64_t>(std::min<std::uint64_t>(from, INT64_MAX)));
     st->bind(2, static_cast<std::int64_t>(limit));
     while (n < limit && st->step()) {
@@ -185,18 +221,6 @@ class FilteredAllPages final : public detail::PageSource {
   }
 
   void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
-    static constexpr const char* kSelect =
-        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
-        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position >= ?1 AND e.position <= ?2 "
-        "AND (?3 IS NULL OR e.type IN (SELECT value FROM json_each(?3))) "
-        "AND (?4 IS NULL OR s.name = ?6 OR (s.name >= ?4 AND (?5 IS NULL OR s.name < ?5))) "
-        "ORDER BY e.position";
-    static constexpr const char* kSelectBackward =
-        "SELECT s.name, e.position, e.version, e.id, e.type, e.data, e.metadata, e.correlation_id, e.causation_id, "
-        "e.created_at FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.position >= ?1 AND e.position <= ?2 "
-        "AND (?3 IS NULL OR e.type IN (SELECT value FROM json_each(?3))) "
-        "AND (?4 IS NULL OR s.name = ?6 OR (s.name >= ?4 AND (?5 IS NULL OR s.name < ?5))) "
-        "ORDER BY e.position DESC";
     out.clear();
     auto conn = shared_->readers.acquire();
     conn->exec("BEGIN");
@@ -227,7 +251,8 @@ class FilteredAllPages final : public detail::PageSource {
       scan_.last_key = hi == 0 ? 1 : lo;
     }
     if (hi < lo || hi == 0) return;
-    ScopedStatement st = conn->prepare(forward ? kSelect : kSelectBackward);
+    const Queries& q = shared_->queries;
+    ScopedStatement st = conn->prepare(forward ? q.filtered_forward : q.filtered_backward);
     st->bind(1, static_cast<std::int64_t>(lo)).bind(2, static_cast<std::int64_t>(hi));
     if (!types_json_.empty()) st->bind_text(3, types_json_);
     if (plan_.by_stream) {
@@ -256,17 +281,12 @@ class StreamPages final : public detail::PageSource {
       : shared_(std::move(shared)), stream_(std::move(stream)), stream_id_(stream_id), hidden_(hidden) {}
 
   void fetch(std::uint64_t from, Direction direction, std::size_t limit, std::vector<RecordedEvent>& out) override {
-    static constexpr const char* kForward =
-        "SELECT position, version, id, type, data, metadata, correlation_id, causation_id, created_at "
-        "FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3";
-    static constexpr const char* kBackward =
-        "SELECT position, version, id, type, data, metadata, correlation_id, causation_id, created_at "
-        "FROM events WHERE stream_id = ?1 AND version <= ?2 AND version > ?4 ORDER BY version DESC LIMIT ?3";
     out.resize(limit);
     std::size_t n = 0;
     auto conn = shared_->readers.acquire();
     bool forward = direction == Direction::forward;
-    ScopedStatement st = conn->prepare(forward ? kForward : kBackward);
+    const Queries& q = shared_->queries;
+    ScopedStatement st = conn->prepare(forward ? q.stream_forward : q.stream_backward);
     st->bind(1, stream_id_);
     st->bind(
         2, static_cast<std::int64_t>(std::min<std::uint64_t>(forward ? std::max(from, hidden_ + 1) : from, INT64_MAX)));
@@ -353,12 +373,13 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
         writer_(path, options.read_only, options.busy_timeout_ms) {
     int version = store_schema_version(writer_, options.read_only);
     if (options.read_only) {
-      if (version != kSchemaVersion) {
-        throw StorageError(fmt::format("SQLite store '{}' has schema version {}, this library reads version {}{}", path,
-                                       version, kSchemaVersion,
-                                       version < kSchemaVersion ? ": open it for writing once to migrate it" : ""));
+      // Older versions are read as they are (a read-only open must not write): their events read with
+      // what their schema holds (version 1: no content type, so unknown).
+      if (version > kSchemaVersion) {
+        throw StorageError(fmt::format("SQLite store '{}' has schema version {}, newer than this library's {}", path,
+                                       version, kSchemaVersion));
       }
-      shared_ = std::make_shared<Shared>(path, options);
+      shared_ = std::make_shared<Shared>(path, options, version);
       return;
     }
     writer_.exec("PRAGMA journal_mode=WAL");
@@ -377,7 +398,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
               .c_str());
     }
     migrate();
-    shared_ = std::make_shared<Shared>(path, options);
+    shared_ = std::make_shared<Shared>(path, options, kSchemaVersion);
     // Checkpoints copy the WAL into the database file and sync it: done by the committing thread (SQLite's
     // default) they stall every group commit behind them, so a background thread runs them instead.
     sqlite3_wal_autocheckpoint(writer_.handle(), 0);
@@ -524,8 +545,15 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     }
     writer_.exec("BEGIN IMMEDIATE");
     try {
-      writer_.exec(kSchemaV1);
-      writer_.exec("PRAGMA user_version = 1");
+      // Read again inside the write lock: another process may have migrated meanwhile.
+      {
+        ScopedStatement st = writer_.prepare("PRAGMA user_version");
+        st->step();
+        version = static_cast<int>(st->int64(0));
+      }
+      if (version < 1) writer_.exec(kSchemaV1);
+      if (version < 2) writer_.exec(kSchemaV2);
+      writer_.exec(fmt::format("PRAGMA user_version = {}", kSchemaVersion).c_str());
       writer_.exec("PRAGMA application_id = 1397900100");
       writer_.exec("COMMIT");
     } catch (...) {
@@ -617,7 +645,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     std::int64_t stream_id = row ? row->id : create_stream(stream, ts);
     ScopedStatement ins = writer_.prepare(
         "INSERT INTO events (position, stream_id, version, id, type, data, metadata, correlation_id, causation_id, "
-        "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
+        "created_at, content_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)");
     std::uint64_t position = next_position();
     result.first_position = Position(position);
     std::uint64_t version = state.last.value();
@@ -633,7 +661,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
           .bind_blob(7, p.data->metadata.data(), p.data->metadata.size());
       bind_uuid(*ins, 8, p.data->correlation_id);
       bind_uuid(*ins, 9, p.data->causation_id);
-      ins->bind(10, to_micros(ts));
+      ins->bind(10, to_micros(ts)).bind(11, static_cast<std::int64_t>(p.data->content_type));
       try {
         ins->run();
       } catch (const StorageError&) {
