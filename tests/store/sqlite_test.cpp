@@ -145,6 +145,34 @@ TEST(SqliteStore, ADatabaseBusyForLongerThanTheTimeoutIsATransientError) {
       << "repeating it later succeeds";
 }
 
+TEST(SqliteStore, AFileLockedForLongerThanTheTimeoutWhileOpeningIsATransientErrorNotAForeignFile) {
+  // Another connection holds the file's exclusive lock (as while it creates or migrates a store): the
+  // open must say the file was busy, which a retry can cure, not that it holds another program's data.
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  open_sqlite_store(path).reset();
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "PRAGMA journal_mode=DELETE; BEGIN EXCLUSIVE; CREATE TABLE held (x)", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  for (bool read_only : {false, true}) {
+    SqliteOptions o;
+    o.busy_timeout_ms = 50;
+    o.read_only = read_only;
+    try {
+      open_sqlite_store(path, o);
+      ADD_FAILURE() << "the file was locked by another connection";
+    } catch (const StorageError& e) {
+      EXPECT_TRUE(e.transient()) << e.what();
+      EXPECT_EQ(std::string(e.what()).find("not a sourced event store"), std::string::npos) << e.what();
+    }
+  }
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  EXPECT_NO_THROW(open_sqlite_store(path)) << "opening it again later succeeds";
+}
+
 TEST(SqliteStore, RefusesAFileThatIsNotADatabase) {
   TempDir dir;
   auto path = dir.path() / "junk.db";

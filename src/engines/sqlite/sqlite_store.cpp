@@ -337,6 +337,8 @@ int store_schema_version(Connection& c, bool read_only) {
     objects = st->int64(2);
     ours = st->int64(3);
   } catch (const StorageError& e) {
+    // Busy or locked past the timeout says nothing about what the file holds: a retry may open it.
+    if (e.transient()) throw;
     throw StorageError(fmt::format("'{}' is not a sourced event store: {}", c.path(), e.what()));
   }
   // Stores made before application_id was set are recognised by their version and tables.
