@@ -1,0 +1,153 @@
+#pragma once
+// Where persistent subscriptions keep their state: a registry that every engine provides in the store's
+// own database (memory: in the store object; SQLite: tables in the store file; PostgreSQL: tables in the
+// store's schema; docs/subscriptions.md documents them for sqlite3/psql). It is the storage contract the
+// subscriptions layer builds its consumer on, and what the CLI lists; applications normally use
+// sourced/persistent_subscription.hpp instead.
+//
+// A persistent subscription reads `$all` (optionally filtered) or one stream. Its keys are positions
+// (`$all`) or versions (a stream). Its checkpoint is a key: every event at or before it has been handled
+// (acknowledged) or parked, so a consumer resumes after it. The checkpoint only moves forward.
+//
+// Thread-safety: a registry is safe for concurrent use, like its store, and lives as long as its store.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sourced/error.hpp"
+#include "sourced/event.hpp"
+#include "sourced/store.hpp"
+
+namespace sourced {
+
+// What a persistent subscription is: given once, at creation. A value type.
+struct PersistentSubscriptionConfig {
+  // 1-200 bytes of [A-Za-z0-9_.:@-]; unique in the store.
+  std::string name;
+  // The stream to read; empty: `$all`.
+  std::string stream;
+  // `$all` only: the events to deliver (evaluated by the engine).
+  std::optional<EventFilter> filter;
+  // The first checkpoint: delivery starts after this key (0: from the first event). Resolve "end" to the
+  // head position (or the stream's last version) before creating.
+  std::uint64_t start_after = 0;
+  // Most events delivered and not yet acknowledged (back pressure). At least 1.
+  std::uint32_t max_in_flight = 100;
+  // Deliveries of one event before it is parked. At least 1.
+  std::uint32_t max_attempts = 10;
+};
+
+// One subscription as stored. A value type.
+struct PersistentSubscriptionInfo {
+  PersistentSubscriptionConfig config;
+  std::uint64_t checkpoint = 0;
+  std::uint64_t parked = 0;     // events parked now
+  std::uint64_t in_flight = 0;  // as last reported by its consumer (0 when none runs)
+  std::string last_error;       // the last failure its consumer reported; empty when none
+  Timestamp created_at;
+  Timestamp updated_at;
+};
+
+// An event set aside after max_attempts failed deliveries, with why. A value type.
+struct ParkedEvent {
+  std::uint64_t key = 0;  // the subscription's key of the event (position or version)
+  Position position;
+  std::string stream;
+  StreamVersion version;
+  Uuid event_id;
+  std::string type;
+  std::uint32_t attempts = 0;
+  std::string error;
+  Timestamp parked_at;
+  bool replay_requested = false;  // set by request_replay(), cleared when delivered and acknowledged
+};
+
+// What a consumer reports at once: the checkpoint, events it parked, parked events it has now handled
+// (replayed successfully), and its counters. Applied atomically: all of it or nothing.
+struct SubscriptionProgress {
+  std::uint64_t checkpoint = 0;
+  std::vector<ParkedEvent> newly_parked;
+  std::vector<std::uint64_t> unparked;  // keys of parked events to remove
+  std::uint64_t in_flight = 0;
+  std::optional<std::string> last_error;  // nullopt: leave as stored
+};
+
+// The subscription `name` does not exist.
+class SubscriptionNotFound : public Error {
+ public:
+  explicit SubscriptionNotFound(std::string name);
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+// A subscription named `name` exists already.
+class SubscriptionExists : public Error {
+ public:
+  explicit SubscriptionExists(std::string name);
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
+// Another consumer holds the subscription: `holder` says who ("pid 4242 on host db1", as the engine knows it).
+class SubscriptionLocked : public Error {
+ public:
+  SubscriptionLocked(std::string name, std::string holder);
+  const std::string& name() const { return name_; }
+  const std::string& holder() const { return holder_; }
+
+ private:
+  std::string name_;
+  std::string holder_;
+};
+
+// Held by the one consumer of a subscription; releasing it (destroying it) lets the next one in. The
+// operating system or the server releases it when the holding process dies. Not thread-safe; may be
+// moved between threads.
+class SubscriptionLease {
+ public:
+  virtual ~SubscriptionLease() = default;
+};
+
+class SubscriptionRegistry {
+ public:
+  virtual ~SubscriptionRegistry() = default;
+
+  // Throws SubscriptionExists, or InvalidArgument for a bad name or settings.
+  virtual void create(const PersistentSubscriptionConfig& config) = 0;
+  // Removes the subscription and its parked events; false when it did not exist.
+  virtual bool remove(std::string_view name) = 0;
+  virtual std::optional<PersistentSubscriptionInfo> get(std::string_view name) = 0;
+  // Ordered by name.
+  virtual std::vector<PersistentSubscriptionInfo> list() = 0;
+
+  // Applies a consumer's progress atomically. The checkpoint never moves back (a lower one is ignored).
+  // Throws SubscriptionNotFound.
+  virtual void save_progress(std::string_view name, const SubscriptionProgress& progress) = 0;
+  // Parked events in key order, after `after_key`, at most `limit`.
+  virtual std::vector<ParkedEvent> parked(std::string_view name, std::uint64_t after_key = 0,
+                                          std::size_t limit = 1000) = 0;
+  // Marks every parked event of the subscription for redelivery; returns how many. The consumer delivers
+  // them before new events and unparks each once acknowledged. Throws SubscriptionNotFound.
+  virtual std::uint64_t request_replay(std::string_view name) = 0;
+
+  // Takes the subscription's one-consumer lease. With `wait`, blocks until the holder lets go (or dies),
+  // `stop` is requested or `timeout` passes; without, fails at once. Throws SubscriptionLocked naming
+  // the holder when it could not take it, SubscriptionNotFound when there is no such subscription.
+  virtual std::unique_ptr<SubscriptionLease> acquire(std::string_view name, bool wait,
+                                                     std::chrono::milliseconds timeout, std::stop_token stop = {}) = 0;
+  // Who holds the lease now (as in SubscriptionLocked::holder), or nullopt when nobody does.
+  virtual std::optional<std::string> holder(std::string_view name) = 0;
+};
+
+}  // namespace sourced
