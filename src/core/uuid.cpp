@@ -4,15 +4,30 @@
 #include <chrono>
 #include <random>
 
+#include <pthread.h>
+
 namespace sourced {
 namespace {
 
+// Bumped in a forked child: fork() copies every generator's state, so without a reseed parent and child
+// would draw the same "random" bits and could make the same ids.
+std::atomic<std::uint64_t> fork_generation{0};
+[[maybe_unused]] const int fork_hook_registered =
+    pthread_atfork(nullptr, nullptr, [] { fork_generation.fetch_add(1, std::memory_order_relaxed); });
+
+std::mt19937_64 seeded_generator() {
+  std::random_device rd;
+  std::seed_seq seq{rd(), rd(), rd(), rd()};
+  return std::mt19937_64(seq);
+}
+
 std::uint64_t random_u64() {
-  thread_local std::mt19937_64 gen([] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }());
+  thread_local std::mt19937_64 gen = seeded_generator();
+  thread_local std::uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+  if (std::uint64_t now = fork_generation.load(std::memory_order_relaxed); now != generation) {
+    generation = now;
+    gen = seeded_generator();
+  }
   return gen();
 }
 

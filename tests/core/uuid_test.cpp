@@ -6,6 +6,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using sourced::Uuid;
 
@@ -70,4 +72,35 @@ TEST(Uuid, Version7IdsAreUniqueAndIncreasingPerThreadUnderManyThreads) {
 TEST(Uuid, RandomIdsDoNotRepeat) {
   std::set<Uuid> seen;
   for (int i = 0; i < 10000; ++i) ASSERT_TRUE(seen.insert(Uuid::v4()).second);
+}
+
+// fork() copies the random generators: a child that did not reseed would draw the parent's next bits and
+// make the parent's next ids.
+TEST(Uuid, AForkedChildDoesNotRepeatItsParentsIds) {
+  (void)Uuid::v4();  // the parent's generator exists before the fork
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    std::string ids = Uuid::v4().to_string() + Uuid::v7().to_string();
+    _exit(write(fds[1], ids.data(), ids.size()) == static_cast<ssize_t>(ids.size()) ? 0 : 1);
+  }
+  close(fds[1]);
+  std::string parent = Uuid::v4().to_string() + Uuid::v7().to_string();
+  std::string child(72, '\0');
+  ssize_t got = 0;
+  while (got < 72) {
+    ssize_t n = read(fds[0], child.data() + got, 72 - got);
+    ASSERT_GT(n, 0);
+    got += n;
+  }
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_NE(parent.substr(0, 36), child.substr(0, 36));
+  // The random tail of the v7 ids (the timestamp and counter may well be equal).
+  EXPECT_NE(parent.substr(36 + 19), child.substr(36 + 19));
 }
