@@ -25,6 +25,9 @@ enum class ErrorCode {
   connection,              // the store's server could not be reached, or the link broke
   storage,                 // the engine failed (I/O, corruption, permissions)
   store_not_found,         // the store does not exist and was not to be created (OpenOptions)
+  subscription_not_found,  // no persistent subscription of that name (subscription_registry.hpp)
+  subscription_exists,     // a persistent subscription of that name exists already
+  subscription_locked,     // another consumer holds the persistent subscription's lease (transient)
 };
 
 class Error : public std::runtime_error {

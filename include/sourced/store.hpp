@@ -33,6 +33,8 @@
 
 namespace sourced {
 
+class SubscriptionRegistry;  // sourced/subscription_registry.hpp
+
 struct AppendResult {
   // Versions of the first and last event written. For an empty append, last_version is the stream's
   // version and first_version the one after it.
@@ -148,6 +150,11 @@ class EventStore {
   // wake-up only delays. Destroying the store wakes its waiters, which then return `after`.
   virtual Position wait_for_events_after(Position after, std::chrono::milliseconds timeout, std::stop_token stop = {});
   virtual StoreStats stats() = 0;
+
+  // Where this store keeps its persistent subscriptions (checkpoints, parked events, the one-consumer
+  // lease), in its own database; see sourced/subscription_registry.hpp. Lives as long as the store and is
+  // safe for concurrent use like it. Applications normally use sourced/persistent_subscription.hpp.
+  virtual SubscriptionRegistry& subscriptions() = 0;
 };
 
 }  // namespace sourced

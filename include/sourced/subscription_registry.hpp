@@ -70,7 +70,10 @@ struct ParkedEvent {
 };
 
 // What a consumer reports at once: the checkpoint, events it parked, parked events it has now handled
-// (replayed successfully), and its counters. Applied atomically: all of it or nothing.
+// (replayed successfully), and its counters. Applied atomically: all of it or nothing. `unparked` is
+// applied first (a key not parked is ignored), then `newly_parked`, which replaces a parked event of the
+// same key (a replayed event that failed again); the engine stores each with replay_requested false and,
+// when parked_at is unset, the time it stored it. Keys and counts are at most 2^63 - 1.
 struct SubscriptionProgress {
   std::uint64_t checkpoint = 0;
   std::vector<ParkedEvent> newly_parked;
@@ -113,7 +116,9 @@ class SubscriptionLocked : public Error {
 
 // Held by the one consumer of a subscription; releasing it (destroying it) lets the next one in. The
 // operating system or the server releases it when the holding process dies. Not thread-safe; may be
-// moved between threads.
+// moved between threads; may outlive its store. Deleting the subscription does not end a lease (its
+// consumer learns of it when save_progress throws SubscriptionNotFound), and a new subscription of the
+// same name is not held by it.
 class SubscriptionLease {
  public:
   virtual ~SubscriptionLease() = default;
@@ -123,7 +128,8 @@ class SubscriptionRegistry {
  public:
   virtual ~SubscriptionRegistry() = default;
 
-  // Throws SubscriptionExists, or InvalidArgument for a bad name or settings.
+  // Throws SubscriptionExists, or InvalidArgument for a bad name or settings. Every operation throws
+  // InvalidArgument for a malformed name (get() included), before touching the store.
   virtual void create(const PersistentSubscriptionConfig& config) = 0;
   // Removes the subscription and its parked events; false when it did not exist.
   virtual bool remove(std::string_view name) = 0;
@@ -146,7 +152,8 @@ class SubscriptionRegistry {
   // the holder when it could not take it, SubscriptionNotFound when there is no such subscription.
   virtual std::unique_ptr<SubscriptionLease> acquire(std::string_view name, bool wait,
                                                      std::chrono::milliseconds timeout, std::stop_token stop = {}) = 0;
-  // Who holds the lease now (as in SubscriptionLocked::holder), or nullopt when nobody does.
+  // Who holds the lease now (as in SubscriptionLocked::holder), or nullopt when nobody does (or there is
+  // no such subscription). Just after a takeover it may still name the previous holder for a moment.
   virtual std::optional<std::string> holder(std::string_view name) = 0;
 };
 

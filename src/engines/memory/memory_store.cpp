@@ -10,6 +10,8 @@
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
 #include "store/filter.hpp"
+#include "store/local_leases.hpp"
+#include "store/subscription_rules.hpp"
 
 namespace sourced {
 namespace {
@@ -96,6 +98,134 @@ class AllPages final : public detail::PageSource {
   std::shared_ptr<State> state_;
   std::optional<EventFilter> filter_;
   Scan scan_;
+};
+
+// The memory engine's subscriptions: a map under one mutex, and leases held in this process (a second
+// consumer of this store object is refused or waits exactly as another process would be elsewhere).
+class MemoryRegistry final : public SubscriptionRegistry {
+ public:
+  void create(const PersistentSubscriptionConfig& config) override {
+    detail::validate_subscription_config(config);
+    std::lock_guard lock(mu_);
+    if (subs_.count(config.name)) throw SubscriptionExists(config.name);
+    Sub s;
+    s.id = ++last_id_;
+    s.info.config = config;
+    s.info.checkpoint = config.start_after;
+    s.info.created_at = s.info.updated_at = now();
+    subs_.emplace(config.name, std::move(s));
+  }
+
+  bool remove(std::string_view name) override {
+    detail::validate_subscription_name(name);
+    std::lock_guard lock(mu_);
+    auto it = subs_.find(name);
+    if (it == subs_.end()) return false;
+    subs_.erase(it);
+    return true;
+  }
+
+  std::optional<PersistentSubscriptionInfo> get(std::string_view name) override {
+    detail::validate_subscription_name(name);
+    std::lock_guard lock(mu_);
+    auto it = subs_.find(name);
+    if (it == subs_.end()) return std::nullopt;
+    return info_of(it->second);
+  }
+
+  std::vector<PersistentSubscriptionInfo> list() override {
+    std::lock_guard lock(mu_);
+    std::vector<PersistentSubscriptionInfo> out;
+    for (const auto& [name, s] : subs_) out.push_back(info_of(s));
+    return out;
+  }
+
+  void save_progress(std::string_view name, const SubscriptionProgress& progress) override {
+    detail::validate_subscription_name(name);
+    detail::validate_progress(progress);
+    Timestamp ts = now();
+    std::lock_guard lock(mu_);
+    Sub& s = find(name);
+    // Built aside and swapped in, so a failure (out of memory) leaves the stored state whole.
+    auto parked = s.parked;
+    for (auto key : progress.unparked) parked.erase(key);
+    for (const auto& p : progress.newly_parked) parked.insert_or_assign(p.key, detail::parked_as_stored(p, ts));
+    s.parked.swap(parked);
+    s.info.checkpoint = detail::next_checkpoint(s.info.checkpoint, progress.checkpoint);
+    s.info.in_flight = progress.in_flight;
+    if (progress.last_error) s.info.last_error = *progress.last_error;
+    s.info.updated_at = ts;
+  }
+
+  std::vector<ParkedEvent> parked(std::string_view name, std::uint64_t after_key, std::size_t limit) override {
+    detail::validate_subscription_name(name);
+    std::lock_guard lock(mu_);
+    const Sub& s = find(name);
+    std::vector<ParkedEvent> out;
+    for (auto it = s.parked.upper_bound(after_key); it != s.parked.end() && out.size() < limit; ++it) {
+      out.push_back(it->second);
+    }
+    return out;
+  }
+
+  std::uint64_t request_replay(std::string_view name) override {
+    detail::validate_subscription_name(name);
+    std::lock_guard lock(mu_);
+    Sub& s = find(name);
+    for (auto& [key, p] : s.parked) p.replay_requested = true;
+    s.info.updated_at = now();
+    return s.parked.size();
+  }
+
+  std::unique_ptr<SubscriptionLease> acquire(std::string_view name, bool wait, std::chrono::milliseconds timeout,
+                                             std::stop_token stop) override {
+    detail::validate_subscription_name(name);
+    std::string key = lease_key(name);
+    std::unique_ptr<SubscriptionLease> lease;
+    bool taken = detail::poll_until(
+        [&] {
+          lease = leases_.try_take(key, detail::this_process_holder());
+          return lease != nullptr;
+        },
+        wait, timeout, stop);
+    if (!taken) throw SubscriptionLocked(std::string(name), leases_.holder(key).value_or("a consumer that just left"));
+    return lease;
+  }
+
+  std::optional<std::string> holder(std::string_view name) override {
+    detail::validate_subscription_name(name);
+    std::lock_guard lock(mu_);
+    auto it = subs_.find(name);
+    if (it == subs_.end()) return std::nullopt;  // a subscription that does not exist has no holder
+    return leases_.holder(std::to_string(it->second.id));
+  }
+
+ private:
+  struct Sub {
+    std::uint64_t id = 0;  // never reused, so a lease on a deleted subscription does not hold its successor
+    PersistentSubscriptionInfo info;
+    std::map<std::uint64_t, ParkedEvent> parked;
+  };
+
+  Sub& find(std::string_view name) {
+    auto it = subs_.find(name);
+    if (it == subs_.end()) throw SubscriptionNotFound(std::string(name));
+    return it->second;
+  }
+  static PersistentSubscriptionInfo info_of(const Sub& s) {
+    PersistentSubscriptionInfo info = s.info;
+    info.parked = s.parked.size();
+    return info;
+  }
+  std::string lease_key(std::string_view name) {
+    std::lock_guard lock(mu_);
+    return std::to_string(find(name).id);
+  }
+
+  std::mutex mu_;
+  std::map<std::string, Sub, std::less<>> subs_;
+  std::uint64_t last_id_ = 0;
+  detail::LocalLeases leases_;
 };
 
 class MemoryStore final : public EventStore {
@@ -220,10 +350,13 @@ class MemoryStore final : public EventStore {
     return StoreStats{"memory", state_->streams.size(), Position(state_->log.size())};
   }
 
+  SubscriptionRegistry& subscriptions() override { return registry_; }
+
  private:
   static constexpr std::size_t kPageSize = 512;
   std::shared_ptr<State> state_ = std::make_shared<State>();
   detail::CommitSignal commit_signal_;
+  MemoryRegistry registry_;
 };
 
 }  // namespace
