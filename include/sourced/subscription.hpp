@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -64,8 +65,8 @@ struct SubscriptionOptions {
   // its last notice without delivering an event, so its consumer can save progress through long runs of
   // events that do not match (KurrentDB's checkpoint interval). 0: no notices.
   std::uint64_t checkpoint_interval = 4096;
-  // `$all` only: a live subscriber that is more than this many positions behind the head falls behind:
-  // it gets a fell_behind notice, then the events it is behind on, then caught_up again.
+  // A live subscriber that is more than this many positions (`$all`) or versions (a stream) behind the
+  // head falls behind: it gets a fell_behind notice, then the events it is behind on, then caught_up again.
   std::uint64_t max_live_lag = 10000;
 };
 
@@ -94,10 +95,11 @@ class CatchUpSubscription {
   CatchUpSubscription& operator=(CatchUpSubscription&&) noexcept;
   ~CatchUpSubscription();
 
-  // The next message, waiting up to `timeout` for one; nullopt when none came in time. Throws what the
-  // store throws (StreamDeleted when the subscribed stream is tombstoned, ConnectionError...); the
-  // subscription may be used again after an error and resumes where it was.
-  std::optional<SubscriptionMessage> next(std::chrono::milliseconds timeout);
+  // The next message, waiting up to `timeout` for one; nullopt when none came in time or `stop` was
+  // requested (which ends a wait for new events at once). Throws what the store throws (StreamDeleted
+  // when the subscribed stream is tombstoned, ConnectionError...); the subscription may be used again
+  // after an error and resumes where it was.
+  std::optional<SubscriptionMessage> next(std::chrono::milliseconds timeout, std::stop_token stop = {});
   // The checkpoint of the last message returned (see SubscriptionMessage::checkpoint).
   std::uint64_t checkpoint() const;
   // True between the caught_up notice and a fell_behind notice.

@@ -7,8 +7,8 @@
 
 namespace sourced {
 namespace {
-// How long a runner waits for a message before it looks at its stop request again.
-constexpr std::chrono::milliseconds kStopCheck(50);
+// How long a runner waits for a message in one call; its stop request ends the wait at once.
+constexpr std::chrono::milliseconds kRunnerWait(60'000);
 }  // namespace
 
 // The state machine: a reader from `cursor_ + 1` delivers events (history and live alike); when it ends
@@ -41,7 +41,8 @@ class CatchUpSubscription::Impl {
     notified_ = cursor_;
   }
 
-  std::optional<SubscriptionMessage> next(std::chrono::milliseconds timeout) {
+  std::optional<SubscriptionMessage> next(std::chrono::milliseconds timeout, std::stop_token stop) {
+    if (stop.stop_requested()) return std::nullopt;
     auto deadline = std::chrono::steady_clock::now() + std::min(timeout, std::chrono::milliseconds(kMaxWaitMs));
     for (;;) {
       if (!reader_) {
@@ -54,12 +55,16 @@ class CatchUpSubscription::Impl {
           auto wait = now >= deadline ? std::chrono::milliseconds(0)
                                       : std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
                                             std::chrono::milliseconds(1);
-          Position head = store_.wait_for_events_after(Position(after), wait);
+          Position head = store_.wait_for_events_after(Position(after), wait, stop);
           if (head.value() <= after) {
-            if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+            if (stop.stop_requested() || std::chrono::steady_clock::now() >= deadline) return std::nullopt;
             continue;
           }
-          if (!stream_ && head.value() > cursor_ + options_.max_live_lag) {
+          // A stream cannot have grown by more than `$all` has since it was read, so only a large move of
+          // the head is worth asking the stream's own head for.
+          bool behind = stream_ ? head.value() > head_before_read_ + options_.max_live_lag && stream_behind()
+                                : head.value() > cursor_ + options_.max_live_lag;
+          if (behind) {
             // Too much arrived at once for a live subscriber: say so, and catch up again.
             live_ = false;
             return message(SubscriptionMessage::Kind::fell_behind, nullptr);
@@ -75,10 +80,11 @@ class CatchUpSubscription::Impl {
       if (const RecordedEvent* e = !not_found_ ? reader_->try_next() : nullptr) {
         cursor_ = stream_ ? e->version.value() : e->position.value();
         notified_ = cursor_;
-        if (live_ && !stream_ && ++since_lag_check_ >= kLagCheckEvery) {
+        if (live_ && ++since_lag_check_ >= kLagCheckEvery) {
           since_lag_check_ = 0;
           // The consumer keeps the reader busy, so no wait tells us the head: ask for it now and then.
-          if (store_.head_position().value() > cursor_ + options_.max_live_lag) fall_behind_next_ = true;
+          if (stream_ ? stream_behind() : store_.head_position().value() > cursor_ + options_.max_live_lag)
+            fall_behind_next_ = true;
         }
         return message(SubscriptionMessage::Kind::event, e);
       }
@@ -90,7 +96,7 @@ class CatchUpSubscription::Impl {
       }
       if (!at_end) {
         // A page of events that all failed the filter.
-        if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+        if (stop.stop_requested() || std::chrono::steady_clock::now() >= deadline) return std::nullopt;
         continue;
       }
       reader_.reset();
@@ -108,6 +114,12 @@ class CatchUpSubscription::Impl {
  private:
   static constexpr std::int64_t kMaxWaitMs = 1'000'000'000'000;
   static constexpr std::uint64_t kLagCheckEvery = 1024;
+
+  // Whether the subscribed stream's last version is more than max_live_lag past the cursor.
+  bool stream_behind() {
+    auto info = store_.stream_info(*stream_);
+    return info && info->last_version.value() > cursor_ + options_.max_live_lag;
+  }
 
   void open_reader() {
     not_found_ = false;
@@ -144,8 +156,8 @@ CatchUpSubscription::CatchUpSubscription(CatchUpSubscription&&) noexcept = defau
 CatchUpSubscription& CatchUpSubscription::operator=(CatchUpSubscription&&) noexcept = default;
 CatchUpSubscription::~CatchUpSubscription() = default;
 
-std::optional<SubscriptionMessage> CatchUpSubscription::next(std::chrono::milliseconds timeout) {
-  return impl_->next(timeout);
+std::optional<SubscriptionMessage> CatchUpSubscription::next(std::chrono::milliseconds timeout, std::stop_token stop) {
+  return impl_->next(timeout, std::move(stop));
 }
 std::uint64_t CatchUpSubscription::checkpoint() const { return impl_->checkpoint(); }
 bool CatchUpSubscription::live() const { return impl_->live(); }
@@ -172,8 +184,7 @@ SubscriptionRunner::SubscriptionRunner(CatchUpSubscription subscription, Handler
       [state = state_, sub = std::move(subscription), handler = std::move(handler)](std::stop_token stop) mutable {
         try {
           while (!stop.stop_requested()) {
-            // A short wait, so a stop request is seen within it even when no event comes.
-            if (auto m = sub.next(kStopCheck)) handler(*m);
+            if (auto m = sub.next(kRunnerWait, stop)) handler(*m);
           }
         } catch (...) {
           std::lock_guard lock(state->mu);

@@ -217,6 +217,42 @@ TEST_P(Subscriptions, ALiveSubscriberTooFarBehindFallsBehindAndCatchesUpAgain) {
   EXPECT_EQ(next(sub).kind, Kind::caught_up);
 }
 
+TEST_P(Subscriptions, ALiveStreamSubscriberTooFarBehindFallsBehindButNotForOtherStreams) {
+  auto sub = subscribe_to_stream(store(), "s", {.max_live_lag = 100});
+  EXPECT_EQ(next(sub).kind, Kind::caught_up);
+  append_n("other", 500);
+  EXPECT_FALSE(sub.next(100ms)) << "other streams' events put the subscriber behind nothing";
+  append_n("s", 500);
+  EXPECT_EQ(next(sub).kind, Kind::fell_behind);
+  for (std::uint64_t v = 1; v <= 500; ++v) {
+    auto m = next(sub);
+    ASSERT_EQ(m.kind, Kind::event);
+    ASSERT_EQ(m.event->version.value(), v);
+  }
+  EXPECT_EQ(next(sub).kind, Kind::caught_up);
+}
+
+TEST_P(Subscriptions, AStopTokenEndsAWaitForEventsAtOnce) {
+  auto sub = subscribe_to_all(store(), {.start = SubscriptionStart::end()});
+  EXPECT_EQ(next(sub).kind, Kind::caught_up);
+  std::stop_source stop;
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(100ms);
+    stop.request_stop();
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(sub.next(60s, stop.get_token()));
+  stopper.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "the wait did not see its stop request";
+  // An idle runner waits in the store with its stop token: stop() does not wait out its wait.
+  SubscriptionRunner runner(subscribe_to_all(store(), {.start = SubscriptionStart::end()}),
+                            [](const SubscriptionMessage&) {});
+  std::this_thread::sleep_for(200ms);
+  t0 = std::chrono::steady_clock::now();
+  runner.stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+}
+
 TEST_P(Subscriptions, TheRunnerDeliversInOrderAndStopLeavesNoThreadAndNoLateCall) {
   store().wait_for_events_after(Position(0), 1ms);  // any helper thread of the store starts now
   int threads_before = thread_count();
