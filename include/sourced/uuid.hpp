@@ -27,6 +27,9 @@ class Uuid {
   static Uuid v7();
   // Random (version 4).
   static Uuid v4();
+  // Name-based (version 5, RFC 9562 5.5): the SHA-1 of `name_space` and `name`, so the same pair always
+  // gives the same id. What derives deterministic ids from another id (a command's events from its id).
+  static Uuid v5(const Uuid& name_space, std::string_view name);
   // Parses the canonical 8-4-4-4-12 hex form (either case); nullopt when `text` is not a UUID.
   static std::optional<Uuid> parse(std::string_view text);
 

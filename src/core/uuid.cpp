@@ -1,8 +1,10 @@
 #include "sourced/uuid.hpp"
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <random>
+#include <string>
 
 #include <pthread.h>
 
@@ -38,7 +40,68 @@ int hex_value(char c) {
   return -1;
 }
 
+// SHA-1 (FIPS 180-4), only for name-based UUIDs: not used where collisions could be forced to harm.
+std::array<std::uint8_t, 20> sha1(std::string_view message) {
+  std::uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+  std::string m(message);
+  std::uint64_t bits = static_cast<std::uint64_t>(message.size()) * 8;
+  m.push_back(static_cast<char>(0x80));
+  while (m.size() % 64 != 56) m.push_back(0);
+  for (int i = 7; i >= 0; --i) m.push_back(static_cast<char>(bits >> (8 * i)));
+  auto rotl = [](std::uint32_t x, int n) { return (x << n) | (x >> (32 - n)); };
+  for (std::size_t chunk = 0; chunk < m.size(); chunk += 64) {
+    std::uint32_t w[80];
+    for (int i = 0; i < 16; ++i) {
+      w[i] = 0;
+      for (int j = 0; j < 4; ++j) w[i] = (w[i] << 8) | static_cast<std::uint8_t>(m[chunk + 4 * i + j]);
+    }
+    for (int i = 16; i < 80; ++i) w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    std::uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; ++i) {
+      std::uint32_t f, k;
+      if (i < 20) {
+        f = (b & c) | (~b & d);
+        k = 0x5A827999;
+      } else if (i < 40) {
+        f = b ^ c ^ d;
+        k = 0x6ED9EBA1;
+      } else if (i < 60) {
+        f = (b & c) | (b & d) | (c & d);
+        k = 0x8F1BBCDC;
+      } else {
+        f = b ^ c ^ d;
+        k = 0xCA62C1D6;
+      }
+      std::uint32_t t = rotl(a, 5) + f + e + k + w[i];
+      e = d;
+      d = c;
+      c = rotl(b, 30);
+      b = a;
+      a = t;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+  }
+  std::array<std::uint8_t, 20> out{};
+  for (int i = 0; i < 20; ++i) out[i] = static_cast<std::uint8_t>(h[i / 4] >> (24 - 8 * (i % 4)));
+  return out;
+}
+
 }  // namespace
+
+Uuid Uuid::v5(const Uuid& name_space, std::string_view name) {
+  std::string input(name_space.bytes().begin(), name_space.bytes().end());
+  input.append(name);
+  auto digest = sha1(input);
+  Bytes b{};
+  for (int i = 0; i < 16; ++i) b[i] = digest[i];
+  b[6] = static_cast<std::uint8_t>(0x50 | (b[6] & 0x0F));
+  b[8] = static_cast<std::uint8_t>(0x80 | (b[8] & 0x3F));
+  return Uuid(b);
+}
 
 Uuid Uuid::v7() {
   // RFC 9562 method 1: a 12-bit counter in rand_a after the millisecond keeps ids from one process

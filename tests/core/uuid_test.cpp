@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -103,4 +104,15 @@ TEST(Uuid, AForkedChildDoesNotRepeatItsParentsIds) {
   EXPECT_NE(parent.substr(0, 36), child.substr(0, 36));
   // The random tail of the v7 ids (the timestamp and counter may well be equal).
   EXPECT_NE(parent.substr(36 + 19), child.substr(36 + 19));
+}
+
+TEST(Uuid, NameBasedIdsMatchTheRfcExample) {
+  // RFC 9562 appendix A.4: the DNS namespace and "www.example.com".
+  auto dns = *Uuid::parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8");
+  EXPECT_EQ(Uuid::v5(dns, "www.example.com").to_string(), "2ed6657d-e927-568b-95e1-2665a8aea6a2");
+  EXPECT_EQ(Uuid::v5(dns, "www.example.com").version(), 5);
+  EXPECT_NE(Uuid::v5(dns, "www.example.org"), Uuid::v5(dns, "www.example.com"));
+  // A name longer than one SHA-1 block.
+  EXPECT_EQ(Uuid::v5(dns, std::string(200, 'a')), Uuid::v5(dns, std::string(200, 'a')));
+  EXPECT_NE(Uuid::v5(dns, std::string(200, 'a')), Uuid::v5(dns, std::string(201, 'a')));
 }
