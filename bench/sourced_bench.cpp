@@ -1,6 +1,6 @@
 // sourced_bench: the workloads users compare event stores on, with events/s and latency percentiles.
 //
-//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory|ids] [--memory-events N]
+//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory|ids|subscribe|cqrs] [--memory-events N]
 //
 // Without --store, a fresh SQLite file in a temporary directory (durable settings) is used and removed.
 // Events carry ~200 bytes of JSON data and ~60 of metadata and go to 10,000 streams.
@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cqrs_bench.hpp"
 #include "sourced/open_store.hpp"
 #include "sourced/store.hpp"
 #include "sourced/subscription.hpp"
@@ -353,7 +354,9 @@ int main(int argc, char** argv) {
   app.add_option("--store", location,
                  "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
   app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
-  app.add_option("--only", only, "Run only this group: append, read, memory, ids or subscribe");
+  app.add_option("--only", only, "Run only this group: append, read, memory, ids, subscribe or cqrs");
+  std::vector<int> cqrs_clients = {1, 16};
+  app.add_option("--cqrs-clients", cqrs_clients, "For --only cqrs: concurrent clients")->capture_default_str();
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
   app.add_option("--writers", writer_counts, "Writer counts for the append workloads")->capture_default_str();
   app.add_option("--batch", batch_sizes, "Batch sizes for the append workloads")->capture_default_str();
@@ -388,6 +391,7 @@ int main(int argc, char** argv) {
       for (int readers : {1, 10, 100}) bench_read_all(*store, readers);
     }
     if (only == "subscribe") bench_subscribe(*store, location, subscribe_events, seconds, latency_events);
+    if (only == "cqrs") bench::bench_cqrs(*store, seconds, cqrs_clients);
     if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
     if (only == "ids") {
       for (int threads : {1, 100}) bench_ids(threads, seconds);
