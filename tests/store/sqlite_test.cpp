@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include "sourced/subscription_registry.hpp"
 #include "store/engines.hpp"
 
 namespace sourced::testing {
@@ -121,7 +122,118 @@ TEST(SqliteStore, OpeningAVersion1FileForWritingMigratesItAndKeepsItsEvents) {
     EXPECT_EQ(events[0].content_type, ContentType::unknown);
     EXPECT_EQ(events[1].content_type, ContentType::json);
   }
-  EXPECT_EQ(user_version(path), 2);
+  EXPECT_EQ(user_version(path), 3);
+}
+
+TEST(SqliteStore, AnOlderFileOpenedReadOnlyHasNoSubscriptionsAndRefusesToCreateThem) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  write_version_1_store(path);
+  SqliteOptions ro;
+  ro.read_only = true;
+  auto store = open_sqlite_store(path, ro);
+  auto& reg = store->subscriptions();
+  EXPECT_TRUE(reg.list().empty());
+  EXPECT_FALSE(reg.get("s").has_value());
+  EXPECT_FALSE(reg.holder("s").has_value());
+  EXPECT_THROW(reg.parked("s"), SubscriptionNotFound);
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  EXPECT_THROW(reg.create(c), InvalidArgument);
+  EXPECT_THROW(reg.acquire("s", false, std::chrono::milliseconds(0)), InvalidArgument);
+  store.reset();
+  EXPECT_EQ(user_version(path), 1) << "a read-only open changes nothing";
+  EXPECT_FALSE(std::filesystem::exists(path + "-leases"));
+}
+
+TEST(SqliteStore, OpeningAnOlderFileForWritingAddsTheSubscriptionTables) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  write_version_1_store(path);
+  auto store = open_sqlite_store(path);
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  c.start_after = 1;
+  store->subscriptions().create(c);
+  EXPECT_EQ(store->subscriptions().get("s")->checkpoint, 1u);
+  EXPECT_EQ(user_version(path), 3);
+  EXPECT_EQ(store->read_stream("old").to_vector().size(), 1u);
+}
+
+TEST(SqliteStore, AReadOnlyStoreShowsSubscriptionsAndTheirHolderButCannotChangeOrConsumeThem) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto writer = open_sqlite_store(path);
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  writer->subscriptions().create(c);
+  auto lease = writer->subscriptions().acquire("s", false, std::chrono::milliseconds(0));
+  SqliteOptions ro;
+  ro.read_only = true;
+  auto reader = open_sqlite_store(path, ro);
+  auto& reg = reader->subscriptions();
+  ASSERT_EQ(reg.list().size(), 1u);
+  EXPECT_TRUE(reg.parked("s").empty());
+  auto holder = reg.holder("s");
+  ASSERT_TRUE(holder.has_value());
+  EXPECT_NE(holder->find("pid " + std::to_string(::getpid())), std::string::npos) << *holder;
+  EXPECT_THROW(reg.acquire("s", false, std::chrono::milliseconds(0)), InvalidArgument);
+  EXPECT_THROW(reg.save_progress("s", {.checkpoint = 1}), InvalidArgument);
+  EXPECT_THROW(reg.request_replay("s"), InvalidArgument);
+  EXPECT_THROW(reg.remove("s"), InvalidArgument);
+  lease.reset();
+  EXPECT_FALSE(reg.holder("s").has_value());
+}
+
+TEST(SqliteStore, TwoStoreObjectsOnOneFileExcludeEachOthersLeases) {
+  // What classic POSIX record locks (per process) would get wrong: both objects live in one process.
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto a = open_sqlite_store(path);
+  auto b = open_sqlite_store(path);
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  a->subscriptions().create(c);
+  auto lease = a->subscriptions().acquire("s", false, std::chrono::milliseconds(0));
+  EXPECT_THROW(b->subscriptions().acquire("s", false, std::chrono::milliseconds(0)), SubscriptionLocked);
+  lease.reset();
+  EXPECT_NE(b->subscriptions().acquire("s", false, std::chrono::milliseconds(0)), nullptr);
+}
+
+TEST(SqliteStore, ProgressSharesTheGroupCommitWithAppendsWithoutLosingEither) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto store = open_sqlite_store(path);
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  store->subscriptions().create(c);
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < 200; ++i) store->append("w-" + std::to_string(w), ExpectedVersion::any(), {event("E")});
+    });
+  }
+  std::thread consumer([&] {
+    for (std::uint64_t k = 1; k <= 200; ++k) {
+      SubscriptionProgress p;
+      p.checkpoint = k;
+      if (k % 10 == 0) {
+        ParkedEvent e;
+        e.key = k;
+        e.event_id = Uuid::v7();
+        e.type = "E";
+        p.newly_parked.push_back(e);
+      }
+      store->subscriptions().save_progress("s", p);
+      // A failing report in the middle of the groups must not take appends down with it.
+      EXPECT_THROW(store->subscriptions().save_progress("ghost", p), SubscriptionNotFound);
+    }
+  });
+  for (auto& t : writers) t.join();
+  consumer.join();
+  EXPECT_EQ(store->head_position(), Position(800));
+  EXPECT_EQ(store->subscriptions().get("s")->checkpoint, 200u);
+  EXPECT_EQ(store->subscriptions().get("s")->parked, 20u);
 }
 
 TEST(SqliteStore, ADatabaseBusyForLongerThanTheTimeoutIsATransientError) {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "engines/sqlite/sqlite_db.hpp"
+#include "engines/sqlite/sqlite_registry.hpp"
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
 #include "store/commit_watcher.hpp"
@@ -32,7 +33,7 @@ using detail::sqlite::ConnectionPool;
 using detail::sqlite::ScopedStatement;
 using detail::sqlite::Statement;
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 // PRAGMA application_id of a sourced store ("SRCD"): tells our files from other programs' databases.
 constexpr std::int64_t kApplicationId = 0x53524344;
 constexpr std::size_t kPageSize = 1024;
@@ -71,6 +72,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(id);
 // Migration 2: each event's ContentType (0 unknown, 1 json, 2 binary). Events stored before it read as
 // unknown. Adding a column with a constant default rewrites no row: the migration is instant.
 constexpr const char* kSchemaV2 = "ALTER TABLE events ADD COLUMN content_type INTEGER NOT NULL DEFAULT 0;";
+
+// Migration 3: the subscription registry's tables (engines/sqlite/sqlite_registry.cpp). New tables only.
+static_assert(detail::sqlite::kRegistrySchemaVersion == 3);
 
 // The event columns that read_event() decodes, for a store at schema `version`: a version-1 file
 // (readable read-only, see SqliteStore's constructor) has no content type, so it reads as unknown.
@@ -382,6 +386,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
                                        version, kSchemaVersion));
       }
       shared_ = std::make_shared<Shared>(path, options, version);
+      registry_ = make_registry(version);
       return;
     }
     writer_.exec("PRAGMA journal_mode=WAL");
@@ -401,6 +406,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     }
     migrate();
     shared_ = std::make_shared<Shared>(path, options, kSchemaVersion);
+    registry_ = make_registry(kSchemaVersion);
     // Checkpoints copy the WAL into the database file and sync it: done by the committing thread (SQLite's
     // default) they stall every group commit behind them, so a background thread runs them instead.
     sqlite3_wal_autocheckpoint(writer_.handle(), 0);
@@ -510,10 +516,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     return commit_signal_.wait(after, timeout, std::move(stop), [this] { return head_position(); });
   }
 
-  SubscriptionRegistry& subscriptions() override {
-    // Not yet: the engine's tables and lease land in the next steps (issue 11.4).
-    throw StorageError("persistent subscriptions are not available on this engine yet");
-  }
+  SubscriptionRegistry& subscriptions() override { return *registry_; }
 
   StoreStats stats() override {
     auto conn = shared_->readers.acquire();
@@ -533,6 +536,22 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
       throw InvalidArgument(
           fmt::format("SQLite store '{}' was opened read-only: stream '{}' cannot be written", writer_.path(), stream));
     }
+  }
+
+  // The registry writes through the group commit like appends do: its changes share the groups'
+  // transactions and syncs, and a failing one rolls back and reruns its group like a failing append.
+  std::unique_ptr<SubscriptionRegistry> make_registry(int version) {
+    detail::sqlite::RegistryHost host;
+    host.write = [this](const std::function<void(Connection&, bool&)>& work) {
+      auto run = [&] { work(writer_, writing_); };
+      WriteRequest request(0, run);
+      group_commit_->submit(request);
+    };
+    host.readers = &shared_->readers;
+    host.path = writer_.path();
+    host.read_only = options_.read_only;
+    host.schema_version = version;
+    return detail::sqlite::make_registry(std::move(host));
   }
 
   void migrate() {
@@ -560,6 +579,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
       }
       if (version < 1) writer_.exec(kSchemaV1);
       if (version < 2) writer_.exec(kSchemaV2);
+      if (version < 3) writer_.exec(detail::sqlite::kRegistrySchema);
       writer_.exec(fmt::format("PRAGMA user_version = {}", kSchemaVersion).c_str());
       writer_.exec("PRAGMA application_id = 1397900100");
       writer_.exec("COMMIT");
@@ -861,6 +881,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   bool checkpoint_wanted_ = false;
   bool stopping_ = false;
   std::thread checkpointer_;
+  std::unique_ptr<SubscriptionRegistry> registry_;
   std::optional<GroupCommit> group_commit_;  // last: its writer thread calls run() until it is reset
 };
 
