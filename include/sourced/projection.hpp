@@ -1,0 +1,282 @@
+#pragma once
+// Projections: derived state (read models) kept up to date from `$all`, with the checkpoint saved in the
+// same transaction as the model's rows, so a crash never applies an event twice or skips one.
+//
+// A projection is a name, a version, an optional server-side EventFilter and a handler that writes
+// through the transaction of a read-model store (MemoryProjectionStore, SqliteProjectionStore,
+// PostgresProjectionStore). A ProjectionRunner drives it on its own thread:
+//
+//   sourced::SqliteProjectionStore models("models.db");
+//   sourced::Projection<sourced::SqliteProjectionTransaction> balances{
+//       .name = "balances",
+//       .filter = sourced::EventFilter{.category = "account"},
+//       .handle = [](auto& tx, const sourced::RecordedEvent& e) {
+//         tx.execute("INSERT INTO balances(id, n) VALUES (?1, 1) ON CONFLICT(id) DO UPDATE SET n = n + 1",
+//                    {e.stream});
+//       },
+//       .setup = [](auto& tx) { tx.execute("CREATE TABLE IF NOT EXISTS balances(id TEXT PRIMARY KEY, n INT)"); },
+//       .clear = [](auto& tx) { tx.execute("DELETE FROM balances"); }};
+//   sourced::ProjectionRunner runner(*store, models, balances);   // resumes from its checkpoint
+//   runner.wait_for(append_result.last_position, 1s);            // read your writes
+//
+// The three situations of the Derive seed: rebuild from scratch (StartMode::rebuild: the clear hook, the
+// checkpoint reset to 0, a replay), follow new events, resume after a restart or a crash from the saved
+// checkpoint (StartMode::resume, the default). docs/projections.md documents the state tables, the batch
+// and retry rules and the progress output.
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "sourced/event.hpp"
+#include "sourced/store.hpp"
+
+namespace sourced {
+
+// Whose state row a checkpoint is: a projection's name and version, and its partition ("" for the whole
+// log; partitioned projections are to come). Bumping the version makes a new row, so a new version can
+// be built beside the old one. A value type.
+struct ProjectionKey {
+  std::string name;
+  std::uint32_t version = 1;
+  std::string partition;
+  friend bool operator==(const ProjectionKey&, const ProjectionKey&) = default;
+};
+
+// What a projection was last doing, as stored in its state row.
+enum class ProjectionStatus {
+  rebuilding,   // replaying from scratch after a rebuild, not yet caught up
+  catching_up,  // resumed from a checkpoint, not yet caught up
+  following,    // caught up: applying new events as they come
+  retrying,     // a batch failed; the runner waits (back-off) and tries again from the checkpoint
+  stopped,      // the runner was stopped cleanly
+  failed,       // a batch failed and the runner stopped (OnError::stop, or max_attempts reached)
+};
+std::string_view to_string(ProjectionStatus status);
+// Parses what to_string() prints; nullopt on anything else.
+std::optional<ProjectionStatus> parse_projection_status(std::string_view text);
+
+// A projection's state row. A value type.
+struct ProjectionState {
+  ProjectionKey key;
+  // Every event at or before this position has been applied to the model (or did not pass the filter).
+  Position checkpoint;
+  ProjectionStatus status = ProjectionStatus::catching_up;
+  // The last failure's message (kept after a later success, for inspection); empty when none.
+  std::string last_error;
+  // Failures in a row: 0 once a batch commits again.
+  std::uint32_t attempts = 0;
+  Timestamp updated_at;
+};
+
+// One transaction of a read-model store: the handler writes through it (each store's own Transaction
+// type adds how), and the runner saves the checkpoint in it before committing, so both land or neither.
+// Destroying it uncommitted rolls it back. Used by one thread at a time.
+class ProjectionTransaction {
+ public:
+  virtual ~ProjectionTransaction() = default;
+  // Writes `state` as part of this transaction (insert or replace its row).
+  virtual void save_state(const ProjectionState& state) = 0;
+  // Commits; throws (and leaves nothing committed) when the store refuses. Once only.
+  virtual void commit() = 0;
+};
+
+// Where read models and their state rows live. Each concrete store names its transaction type
+// (`Transaction`), which is what a Projection's hooks receive. Thread-safety: see each store.
+class ProjectionStore {
+ public:
+  virtual ~ProjectionStore() = default;
+  virtual std::unique_ptr<ProjectionTransaction> begin_transaction() = 0;
+  // The state row of `key`, or nullopt when that projection never ran here.
+  virtual std::optional<ProjectionState> load_state(const ProjectionKey& key) = 0;
+  // Every state row, ordered by name, version and partition.
+  virtual std::vector<ProjectionState> list_states() = 0;
+  // Writes one state row in a transaction of its own (what the runner uses to record a failure after
+  // rolling a batch back).
+  void save_state(const ProjectionState& state);
+};
+
+// A projection: what it reads and how it writes. `Transaction` is the read-model store's transaction type
+// (MemoryProjectionTransaction, SqliteProjectionTransaction, PostgresProjectionTransaction). A value type;
+// the hooks are called on the runner's thread only, one at a time.
+template <class Transaction>
+struct Projection {
+  std::string name;
+  std::uint32_t version = 1;
+  // Server-side filter of `$all` (category, stream prefix, event types); every event when unset.
+  std::optional<EventFilter> filter;
+  // Applies one event. May throw: the batch is rolled back and the runner retries or stops (options).
+  std::function<void(Transaction&, const RecordedEvent&)> handle;
+  // Once per runner start, in a transaction of its own before anything else: create tables.
+  std::function<void(Transaction&)> setup;
+  // Rebuild: removes the model's rows; runs in the transaction that resets the checkpoint to 0. A rebuild
+  // without it throws InvalidArgument.
+  std::function<void(Transaction&)> clear;
+  // Around each batch of events, in the batch's transaction: before its first event, and after its last
+  // one just before the checkpoint is saved. A handler that buffers (e.g. one row per stream, written once
+  // per batch) resets its buffer in begin_batch and writes it in end_batch: a batch that fails is rolled
+  // back and replayed, and begin_batch runs again.
+  std::function<void(Transaction&)> begin_batch;
+  std::function<void(Transaction&)> end_batch;
+};
+
+enum class StartMode {
+  resume,   // from the saved checkpoint (from the first event when there is none)
+  rebuild,  // clear the model, reset the checkpoint, replay everything
+};
+
+enum class OnError {
+  retry,  // roll back, record the error, wait (back-off), then try again from the checkpoint
+  stop,   // roll back, record the error, stop the runner (status failed)
+};
+
+enum class ProgressDisplay {
+  automatic,  // while catching up or rebuilding: a bar when stderr is a terminal, else a line every few seconds
+  bar,
+  lines,
+  none,
+};
+
+// Time as the runner sees it: batch deadlines and back-off go through it, so tests can drive them
+// without waiting. Implementations must be thread-safe.
+class ProjectionClock {
+ public:
+  virtual ~ProjectionClock() = default;
+  virtual std::chrono::steady_clock::time_point now() = 0;
+  // Waits `d`, returning early when `stop` is requested.
+  virtual void sleep_for(std::chrono::milliseconds d, std::stop_token stop) = 0;
+  // The real clock.
+  static ProjectionClock& system();
+};
+
+struct ProjectionRunnerOptions {
+  StartMode start = StartMode::resume;
+  // A batch commits after this many events, after `batch_interval` since its first event, when the
+  // runner is live and nothing more has arrived (so following stays prompt), or when the runner stops.
+  std::size_t batch_events = 10000;
+  std::chrono::milliseconds batch_interval{500};
+  OnError on_error = OnError::retry;
+  // Back-off between attempts: initial, doubled each failure, capped.
+  std::chrono::milliseconds retry_initial{100};
+  std::chrono::milliseconds retry_max{30000};
+  // Failures in a row after which the runner stops as failed; 0: retry forever.
+  std::uint32_t max_attempts = 0;
+  // Stop (status stopped) once caught up with the head: a one-shot rebuild or catch-up.
+  bool stop_when_caught_up = false;
+  ProgressDisplay progress = ProgressDisplay::automatic;
+  // Where the progress bar or lines go (stderr by default); lines come every `progress_interval`.
+  std::FILE* progress_stream = nullptr;
+  std::chrono::milliseconds progress_interval{5000};
+  // Errors and retries are logged here; by default one line each on stderr.
+  std::function<void(std::string_view)> log;
+  // Default: ProjectionClock::system(). Must outlive the runner.
+  ProjectionClock* clock = nullptr;
+};
+
+// What a runner reports about itself. A value type.
+struct ProjectionProgress {
+  ProjectionStatus status = ProjectionStatus::catching_up;
+  // Processed through here: every event at or before it is applied and committed, or did not pass the
+  // filter (a filtered projection moves past events it scanned without applying any).
+  Position position;
+  // The log's last position, as last read (at most a fraction of a second old).
+  Position head;
+  // Positions processed per second over the last few seconds.
+  double events_per_second = 0;
+  // Time to reach the head at that rate; nullopt when unknown (no rate yet).
+  std::optional<std::chrono::seconds> eta;
+  bool live = false;
+  // Events applied since the runner started.
+  std::uint64_t events_applied = 0;
+  std::string last_error;
+  std::uint32_t attempts = 0;
+};
+
+enum class WaitResult {
+  reached,  // the projection has processed the position
+  timeout,  // it had not when the timeout passed; it goes on
+  stopped,  // the runner stopped (or failed) before reaching it
+};
+
+namespace detail {
+// A projection with its transaction type erased: what the runner drives.
+struct ErasedProjection {
+  ProjectionKey key;
+  std::optional<EventFilter> filter;
+  std::function<void(ProjectionTransaction&, const RecordedEvent&)> handle;
+  std::function<void(ProjectionTransaction&)> setup, clear, begin_batch, end_batch;
+};
+
+template <class Transaction>
+std::function<void(ProjectionTransaction&)> erase_hook(std::function<void(Transaction&)> f) {
+  if (!f) return {};
+  return [f = std::move(f)](ProjectionTransaction& tx) { f(static_cast<Transaction&>(tx)); };
+}
+
+template <class Transaction>
+ErasedProjection erase(Projection<Transaction> p) {
+  static_assert(std::is_base_of_v<ProjectionTransaction, Transaction>);
+  ErasedProjection e;
+  e.key = ProjectionKey{std::move(p.name), p.version, {}};
+  e.filter = std::move(p.filter);
+  if (p.handle) {
+    e.handle = [f = std::move(p.handle)](ProjectionTransaction& tx, const RecordedEvent& ev) {
+      f(static_cast<Transaction&>(tx), ev);
+    };
+  }
+  e.setup = erase_hook(std::move(p.setup));
+  e.clear = erase_hook(std::move(p.clear));
+  e.begin_batch = erase_hook(std::move(p.begin_batch));
+  e.end_batch = erase_hook(std::move(p.end_batch));
+  return e;
+}
+}  // namespace detail
+
+// Runs one projection on its own thread: rebuilds or resumes, catches up, then follows new events, until
+// stopped. Thread-safe: progress(), wait_for(), stop(), running() and error() may be called from any
+// thread. The event store and the read-model store must outlive the runner; stop() (or the destructor)
+// returns once the thread has ended, after committing what was applied. One runner per projection key at
+// a time: two runners of the same key on one read-model database would both apply each event.
+class ProjectionRunner {
+ public:
+  template <class Store>
+  ProjectionRunner(EventStore& events, Store& models, Projection<typename Store::Transaction> projection,
+                   ProjectionRunnerOptions options = {})
+      : ProjectionRunner(events, static_cast<ProjectionStore&>(models), detail::erase(std::move(projection)),
+                         std::move(options)) {}
+  ProjectionRunner(EventStore& events, ProjectionStore& models, detail::ErasedProjection projection,
+                   ProjectionRunnerOptions options);
+  ProjectionRunner(const ProjectionRunner&) = delete;
+  ProjectionRunner& operator=(const ProjectionRunner&) = delete;
+  ~ProjectionRunner();
+
+  // Commits what is applied, saves status stopped, and returns once the thread has ended.
+  void stop();
+  bool running() const;
+  // Waits until the runner has stopped by itself (stop_when_caught_up, or failed); false on timeout.
+  bool wait_until_stopped(std::chrono::milliseconds timeout) const;
+  // Why the runner failed, or nullptr.
+  std::exception_ptr error() const;
+  ProjectionProgress progress() const;
+  // Blocks until the projection has processed `position` (see ProjectionProgress::position), `timeout`
+  // passes, or the runner stops. Position 0 is reached at once.
+  WaitResult wait_for(Position position, std::chrono::milliseconds timeout) const;
+  const ProjectionKey& key() const;
+
+  class Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace sourced

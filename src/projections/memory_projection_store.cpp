@@ -1,0 +1,105 @@
+#include "sourced/memory_projection_store.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+namespace sourced {
+namespace {
+auto order(const ProjectionKey& k) { return std::tie(k.name, k.version, k.partition); }
+}  // namespace
+
+std::optional<std::string> MemoryProjectionTransaction::get(std::string_view table, std::string_view key) const {
+  bool cleared = false;
+  if (auto t = changes_.find(table); t != changes_.end()) {
+    if (auto r = t->second.rows.find(key); r != t->second.rows.end()) return r->second;
+    cleared = t->second.cleared;
+  }
+  if (cleared) return std::nullopt;
+  return store_.get(table, key);
+}
+
+void MemoryProjectionTransaction::put(std::string_view table, std::string_view key, std::string value) {
+  auto t = changes_.find(table);
+  if (t == changes_.end()) t = changes_.emplace(std::string(table), TableChanges{}).first;
+  t->second.rows.insert_or_assign(std::string(key), std::move(value));
+}
+
+void MemoryProjectionTransaction::erase(std::string_view table, std::string_view key) {
+  auto t = changes_.find(table);
+  if (t == changes_.end()) t = changes_.emplace(std::string(table), TableChanges{}).first;
+  t->second.rows.insert_or_assign(std::string(key), std::nullopt);
+}
+
+void MemoryProjectionTransaction::clear(std::string_view table) {
+  auto t = changes_.find(table);
+  if (t == changes_.end()) t = changes_.emplace(std::string(table), TableChanges{}).first;
+  t->second.cleared = true;
+  t->second.rows.clear();
+}
+
+void MemoryProjectionTransaction::save_state(const ProjectionState& state) {
+  auto same = [&](const ProjectionState& s) { return s.key == state.key; };
+  std::erase_if(states_, same);
+  states_.push_back(state);
+}
+
+void MemoryProjectionTransaction::commit() {
+  if (committed_) throw InvalidArgument("a projection transaction commits once");
+  std::unique_lock lock(store_.mu_);
+  for (auto& [name, change] : changes_) {
+    auto& table = store_.tables_[name];
+    if (change.cleared) table.clear();
+    for (auto& [key, value] : change.rows) {
+      if (value) {
+        table.insert_or_assign(key, std::move(*value));
+      } else if (auto it = table.find(key); it != table.end()) {
+        table.erase(it);
+      }
+    }
+  }
+  for (auto& s : states_) {
+    auto it = std::find_if(store_.states_.begin(), store_.states_.end(), [&](auto& o) { return o.key == s.key; });
+    if (it != store_.states_.end()) {
+      *it = s;
+    } else {
+      store_.states_.push_back(s);
+    }
+  }
+  std::sort(store_.states_.begin(), store_.states_.end(),
+            [](const auto& a, const auto& b) { return order(a.key) < order(b.key); });
+  committed_ = true;
+}
+
+std::unique_ptr<ProjectionTransaction> MemoryProjectionStore::begin_transaction() {
+  return std::make_unique<MemoryProjectionTransaction>(*this);
+}
+
+std::optional<ProjectionState> MemoryProjectionStore::load_state(const ProjectionKey& key) {
+  std::shared_lock lock(mu_);
+  for (const auto& s : states_) {
+    if (s.key == key) return s;
+  }
+  return std::nullopt;
+}
+
+std::vector<ProjectionState> MemoryProjectionStore::list_states() {
+  std::shared_lock lock(mu_);
+  return states_;
+}
+
+std::optional<std::string> MemoryProjectionStore::get(std::string_view table, std::string_view key) const {
+  std::shared_lock lock(mu_);
+  auto t = tables_.find(table);
+  if (t == tables_.end()) return std::nullopt;
+  auto r = t->second.find(key);
+  if (r == t->second.end()) return std::nullopt;
+  return r->second;
+}
+
+MemoryProjectionStore::Table MemoryProjectionStore::table(std::string_view name) const {
+  std::shared_lock lock(mu_);
+  auto t = tables_.find(name);
+  return t == tables_.end() ? Table{} : t->second;
+}
+
+}  // namespace sourced
