@@ -31,13 +31,13 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <stop_token>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "sourced/clock.hpp"
 #include "sourced/event.hpp"
 #include "sourced/store.hpp"
 
@@ -147,18 +147,6 @@ enum class ProgressDisplay {
   none,
 };
 
-// Time as the runner sees it: batch deadlines and back-off go through it, so tests can drive them
-// without waiting. Implementations must be thread-safe.
-class ProjectionClock {
- public:
-  virtual ~ProjectionClock() = default;
-  virtual std::chrono::steady_clock::time_point now() = 0;
-  // Waits `d`, returning early when `stop` is requested.
-  virtual void sleep_for(std::chrono::milliseconds d, std::stop_token stop) = 0;
-  // The real clock.
-  static ProjectionClock& system();
-};
-
 struct ProjectionRunnerOptions {
   StartMode start = StartMode::resume;
   // A batch commits after this many events, after `batch_interval` since its first event, when the
@@ -166,7 +154,8 @@ struct ProjectionRunnerOptions {
   std::size_t batch_events = 10000;
   std::chrono::milliseconds batch_interval{500};
   OnError on_error = OnError::retry;
-  // Back-off between attempts: initial, doubled each failure, capped.
+  // Back-off between attempts: initial, doubled each failure, capped. Measured on `clock`: the runner waits
+  // in real time in short slices and asks the clock again after each, so a test can move time instead.
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{30000};
   // Failures in a row after which the runner stops as failed; 0: retry forever.
@@ -179,8 +168,8 @@ struct ProjectionRunnerOptions {
   std::chrono::milliseconds progress_interval{5000};
   // Errors and retries are logged here; by default one line each on stderr.
   std::function<void(std::string_view)> log;
-  // Default: ProjectionClock::system(). Must outlive the runner.
-  ProjectionClock* clock = nullptr;
+  // Batch deadlines, back-off and the progress rate. Default: Clock::steady(). Must outlive the runner.
+  Clock* clock = nullptr;
 };
 
 // What a runner reports about itself. A value type.

@@ -14,7 +14,6 @@
 
 namespace sourced {
 namespace {
-using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 // How long the runner waits for a message before it looks at its stop request and its progress again.
@@ -59,7 +58,7 @@ class ProjectionRunner::Impl {
         models_(models),
         p_(std::move(p)),
         o_(std::move(o)),
-        clock_(o_.clock ? *o_.clock : ProjectionClock::system()) {
+        clock_(o_.clock ? *o_.clock : Clock::steady()) {
     if (p_.key.name.empty()) throw InvalidArgument("a projection needs a name");
     if (!p_.handle) throw InvalidArgument(fmt::format("projection '{}' has no handler", p_.key.name));
     if (o_.start == StartMode::rebuild && !p_.clear) {
@@ -148,7 +147,7 @@ class ProjectionRunner::Impl {
           end_run(give_up && !stopping ? error : nullptr);
           return;
         }
-        clock_.sleep_for(delay, stop);
+        wait_backoff(delay, stop);
         if (stop.stop_requested()) {
           status_ = ProjectionStatus::stopped;
           record_state();
@@ -156,6 +155,18 @@ class ProjectionRunner::Impl {
           return;
         }
       }
+    }
+  }
+
+  // Real waits in short slices, each ending with a look at the clock, which may be a test's.
+  void wait_backoff(milliseconds delay, std::stop_token stop) {
+    auto until = clock_.now() + delay;
+    std::mutex mu;
+    std::condition_variable_any cv;
+    for (auto now = clock_.now(); now < until && !stop.stop_requested(); now = clock_.now()) {
+      std::unique_lock lock(mu);
+      auto slice = std::min<Clock::TimePoint::duration>(until - now, std::chrono::milliseconds(20));
+      cv.wait_for(lock, stop, slice, [] { return false; });
     }
   }
 
@@ -332,8 +343,8 @@ class ProjectionRunner::Impl {
   }
 
   // Refreshes the head, the rate and the progress display now and then.
-  void tick(Clock::time_point now, bool live) {
-    if (now - head_read_ >= kHeadRefresh || head_read_ == Clock::time_point()) {
+  void tick(Clock::TimePoint now, bool live) {
+    if (now - head_read_ >= kHeadRefresh || head_read_ == Clock::TimePoint()) {
       head_read_ = now;
       std::uint64_t head = events_.head_position().value();
       std::lock_guard lock(mu_);
@@ -397,7 +408,7 @@ class ProjectionRunner::Impl {
   ProjectionStore& models_;
   detail::ErasedProjection p_;
   ProjectionRunnerOptions o_;
-  ProjectionClock& clock_;
+  Clock& clock_;
   bool bar_ = false;
 
   // The runner thread's own state.
@@ -405,16 +416,16 @@ class ProjectionRunner::Impl {
   std::uint64_t committed_ = 0;                // the checkpoint in the store
   std::uint64_t pending_ = 0;                  // what the next commit saves
   std::size_t batch_events_ = 0;
-  std::optional<Clock::time_point> dirty_since_;  // when pending_ first moved past committed_
+  std::optional<Clock::TimePoint> dirty_since_;  // when pending_ first moved past committed_
   std::uint64_t applied_ = 0;
   ProjectionStatus status_ = ProjectionStatus::catching_up;
   ProjectionStatus catching_up_status_ = ProjectionStatus::catching_up;
   std::string last_error_;
   std::string failure_context_;
   std::uint32_t attempts_ = 0;
-  Clock::time_point head_read_{};
-  Clock::time_point run_started_{};
-  Clock::time_point last_display_{};
+  Clock::TimePoint head_read_{};
+  Clock::TimePoint run_started_{};
+  Clock::TimePoint last_display_{};
   std::uint64_t run_start_position_ = 0;
   bool displayed_ = false;
 
@@ -422,7 +433,7 @@ class ProjectionRunner::Impl {
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   ProjectionProgress shown_;
-  std::deque<std::pair<Clock::time_point, std::uint64_t>> samples_;
+  std::deque<std::pair<Clock::TimePoint, std::uint64_t>> samples_;
   bool running_ = true;
   std::exception_ptr error_;
 
