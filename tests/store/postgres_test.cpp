@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "engines/postgres/pg_schema.hpp"
+#include "sourced/subscription_registry.hpp"
 #include "store/engines.hpp"
 
 extern char** environ;
@@ -374,7 +375,7 @@ TEST(PostgresSchema, ConcurrentFirstOpensCreateItOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(opened.load(), 6);
   EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"),
-            "3");  // one row per migration: each applied once
+            std::to_string(detail::pg::latest_schema_version()));  // one row per migration: each applied once
   EXPECT_EQ(pg_scalar(pg_url, "SELECT position FROM \"" + schema.name + "\".head"), "0");
 }
 
@@ -412,6 +413,14 @@ TEST(PostgresSchema, AVersion2SchemaIsReadReadOnlyAsItIsAndMigratedByAWriter) {
     EXPECT_EQ(events[0].content_type, ContentType::unknown);
     ASSERT_EQ(ro->read_all().to_vector().size(), 1u);
     EXPECT_EQ(ro->read_all().to_vector()[0].content_type, ContentType::unknown);
+    // Before migration 4 there are no subscriptions, and a read-only store creates none.
+    EXPECT_TRUE(ro->subscriptions().list().empty());
+    EXPECT_FALSE(ro->subscriptions().get("s").has_value());
+    EXPECT_FALSE(ro->subscriptions().holder("s").has_value());
+    EXPECT_THROW(ro->subscriptions().parked("s"), SubscriptionNotFound);
+    PersistentSubscriptionConfig c;
+    c.name = "s";
+    EXPECT_THROW(ro->subscriptions().create(c), InvalidArgument);
   }
   EXPECT_EQ(pg_scalar(pg_url, "SELECT max(version) FROM \"" + schema.name + "\".migrations"), "2")
       << "a read-only open changes nothing";
@@ -423,7 +432,42 @@ TEST(PostgresSchema, AVersion2SchemaIsReadReadOnlyAsItIsAndMigratedByAWriter) {
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].content_type, ContentType::unknown);
   EXPECT_EQ(events[1].content_type, ContentType::binary);
-  EXPECT_EQ(pg_scalar(pg_url, "SELECT max(version) FROM \"" + schema.name + "\".migrations"), "3");
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  store->subscriptions().create(c);
+  EXPECT_EQ(store->subscriptions().list().size(), 1u);
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT max(version) FROM \"" + schema.name + "\".migrations"),
+            std::to_string(detail::pg::latest_schema_version()));
+}
+
+TEST(PostgresRegistry, ALeaseIsASessionAdvisoryLockThatTheServerReleasesWithItsConnection) {
+  REQUIRE_PG();
+  ScratchSchema schema(pg_url);
+  auto store = schema.open();
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  store->subscriptions().create(c);
+  auto lease = store->subscriptions().acquire("s", false, std::chrono::milliseconds(0));
+  // Keyed by the schema's OID and the subscription's id, so no other schema's subscription shares it.
+  std::string locks =
+      "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+      "AND l.objsubid = 2 AND l.classid = (SELECT oid FROM pg_namespace WHERE nspname = '" +
+      schema.name + "') AND l.objid = (SELECT id FROM \"" + schema.name + "\".subscriptions WHERE name = 's')::oid";
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) " + locks), "1");
+  std::string me = "sourced pid " + std::to_string(::getpid()) + " on host ";
+  EXPECT_TRUE(pg_scalar(pg_url, "SELECT a.application_name " + locks).starts_with(me))
+      << pg_scalar(pg_url, "SELECT a.application_name " + locks);
+  EXPECT_TRUE(store->subscriptions().holder("s")->starts_with(me.substr(8))) << *store->subscriptions().holder("s");
+  // The connection dies (a network failure, an administrator): the server lets go, another consumer gets in.
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT pg_terminate_backend(l.pid) " + locks), "t");
+  auto start = std::chrono::steady_clock::now();
+  auto next = store->subscriptions().acquire("s", true, std::chrono::seconds(5));
+  EXPECT_NE(next, nullptr);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  lease.reset();  // its connection is gone: releasing it must not throw
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) " + locks), "1");
+  next.reset();
+  EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) " + locks), "0");
 }
 
 TEST(PostgresSchema, RefusesASchemaNewerThanTheLibrary) {
@@ -516,7 +560,7 @@ TEST(PostgresCli, InitCreatesTheSchemaAndTheOtherCommandsWork) {
   ASSERT_EQ(init.code, 0) << init.err;
   EXPECT_NE(init.out.find("\"engine\":\"postgres\""), std::string::npos) << init.out;
   EXPECT_EQ(pg_scalar(pg_url, "SELECT count(*) FROM \"" + schema.name + "\".migrations"),
-            "3");  // one row per migration: each applied once
+            std::to_string(detail::pg::latest_schema_version()));  // one row per migration: each applied once
   EXPECT_EQ(run_cli(url, "init").code, 0) << "init is idempotent";
   auto append = run_cli(url, "append account-1 --type Opened --data '{\"owner\":\"Ada\"}' --expected no_stream");
   ASSERT_EQ(append.code, 0) << append.err;

@@ -497,16 +497,7 @@ TEST_P(Registry, OneLeaseAtATimeAcrossProcessesAndTakeoverWhenTheHolderDies) {
   EXPECT_TRUE(late.wait_until_held());
 }
 
-// The engines that provide a registry so far.
-std::vector<EngineParam> registry_engines() {
-  std::vector<EngineParam> out;
-  for (auto& e : all_engines()) {
-    if (e.name == "memory" || e.name == "sqlite") out.push_back(e);
-  }
-  return out;
-}
-
-INSTANTIATE_TEST_SUITE_P(Engines, Registry, ::testing::ValuesIn(registry_engines()),
+INSTANTIATE_TEST_SUITE_P(Engines, Registry, ::testing::ValuesIn(all_engines()),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

@@ -257,6 +257,40 @@ END
 $fn$;
 )sql";
 
+// Migration 4: persistent subscriptions (engines/postgres/pg_registry.cpp). A subscription's id is the
+// second key of its lease's advisory lock (the first is the schema's OID), so it is an int4 identity,
+// never reused. Timestamps are the client's clock, as on every engine.
+constexpr const char* kV4 = R"sql(
+CREATE TABLE {schema}.subscriptions (
+  id            integer     GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name          text        COLLATE "C" NOT NULL UNIQUE,
+  stream        text        NOT NULL DEFAULT '',
+  filter        jsonb,
+  start_after   bigint      NOT NULL,
+  max_in_flight integer     NOT NULL,
+  max_attempts  integer     NOT NULL,
+  checkpoint    bigint      NOT NULL,
+  in_flight     bigint      NOT NULL DEFAULT 0,
+  last_error    text        NOT NULL DEFAULT '',
+  created_at    timestamptz NOT NULL,
+  updated_at    timestamptz NOT NULL
+);
+CREATE TABLE {schema}.subscription_parked (
+  subscription_id  integer     NOT NULL REFERENCES {schema}.subscriptions (id) ON DELETE CASCADE,
+  key              bigint      NOT NULL,
+  position         bigint      NOT NULL,
+  stream           text        NOT NULL,
+  version          bigint      NOT NULL,
+  event_id         uuid        NOT NULL,
+  type             text        NOT NULL,
+  attempts         integer     NOT NULL,
+  error            text        NOT NULL,
+  parked_at        timestamptz NOT NULL,
+  replay_requested boolean     NOT NULL DEFAULT false,
+  PRIMARY KEY (subscription_id, key)
+);
+)sql";
+
 }  // namespace
 
 std::string commit_channel(const std::string& schema) { return ("sourced_" + schema).substr(0, 63); }
@@ -275,6 +309,7 @@ const std::vector<Migration>& migrations() {
       {1, "streams, events, head and append_group", kV1},
       {2, "commits notify sourced_<schema>", kV2},
       {3, "events.content_type, append_group with content types", kV3},
+      {4, "subscriptions and subscription_parked", kV4},
   };
   return all;
 }

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "engines/postgres/pg_connection.hpp"
+#include "engines/postgres/pg_registry.hpp"
 #include "engines/postgres/pg_schema.hpp"
 #include "store/append_rules.hpp"
 #include "store/commit_signal.hpp"
@@ -401,6 +402,12 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
           detail::pg::migrate(*c, shared_->pool.target(), options.schema, options.create_if_missing, options.read_only);
       // Before any reader exists: nothing else uses the statements yet.
       shared_->statements = Statements(options.schema, version);
+      detail::pg::RegistryHost host;
+      host.pool = &shared_->pool;
+      host.schema = options.schema;
+      host.read_only = options.read_only;
+      host.schema_version = version;
+      registry_ = detail::pg::make_registry(std::move(host));
     }
     if (options.read_only) return;  // appends are refused before they reach the group commit
     detail::GroupLimits limits;
@@ -511,10 +518,7 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
         after, timeout, std::move(stop), [this] { return head_position(); }, poll);
   }
 
-  SubscriptionRegistry& subscriptions() override {
-    // Not yet: the engine's tables and lease land in the next steps (issue 11.4).
-    throw StorageError("persistent subscriptions are not available on this engine yet");
-  }
+  SubscriptionRegistry& subscriptions() override { return *registry_; }
 
   StoreStats stats() override {
     Params none;
@@ -780,6 +784,7 @@ class PostgresStore final : public EventStore, private GroupCommit::Engine {
   }
 
   std::shared_ptr<Shared> shared_;
+  std::unique_ptr<SubscriptionRegistry> registry_;  // uses shared_->pool
   detail::CommitSignal commit_signal_;
   std::atomic<bool> listening_{false};
   std::mutex listener_mu_;
