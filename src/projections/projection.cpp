@@ -1,5 +1,9 @@
 #include "sourced/projection.hpp"
 
+#include <cstdio>
+
+#include "projections/state_rows.hpp"
+
 namespace sourced {
 namespace {
 constexpr std::string_view kStatusNames[] = {"rebuilding", "catching_up", "following", "retrying", "stopped", "failed"};
@@ -22,3 +26,19 @@ void ProjectionStore::save_state(const ProjectionState& state) {
 }
 
 }  // namespace sourced
+
+namespace sourced::detail {
+
+std::optional<Timestamp> parse_timestamp(std::string_view text) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
+  long us = 0;
+  std::string copy(text);
+  if (std::sscanf(copy.c_str(), "%d-%d-%dT%d:%d:%d.%ldZ", &y, &mo, &d, &h, &mi, &s, &us) != 7) return std::nullopt;
+  std::chrono::year_month_day ymd{std::chrono::year(y), std::chrono::month(static_cast<unsigned>(mo)),
+                                  std::chrono::day(static_cast<unsigned>(d))};
+  if (!ymd.ok()) return std::nullopt;
+  return Timestamp(std::chrono::sys_days(ymd)) + std::chrono::hours(h) + std::chrono::minutes(mi) +
+         std::chrono::seconds(s) + std::chrono::microseconds(us);
+}
+
+}  // namespace sourced::detail

@@ -3,7 +3,9 @@
 // the same test model on each (one row per stream: events applied, the sum of their positions, the last
 // position), so a scenario written once runs on every store and the models compare as text.
 
+#include <array>
 #include <atomic>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -12,6 +14,7 @@
 
 #include "sourced/memory_projection_store.hpp"
 #include "sourced/projection.hpp"
+#include "sourced/sqlite_projection_store.hpp"
 #include "store/engines.hpp"
 
 namespace sourced::testing {
@@ -79,6 +82,63 @@ class MemoryModels {
  private:
   std::unique_ptr<EventStore> events_ = open_memory_store();
   MemoryProjectionStore models_;
+};
+
+// The test model in SQL, with ?N placeholders (SQLite) or $N (PostgreSQL: `dollar`).
+struct SqlModel {
+  static std::string create(const std::string& t) {
+    return "CREATE TABLE IF NOT EXISTS " + t +
+           " (stream TEXT PRIMARY KEY, n BIGINT NOT NULL, pos_sum BIGINT NOT NULL, last BIGINT NOT NULL)";
+  }
+  static std::string upsert(const std::string& t, bool dollar) {
+    std::string p = dollar ? "$" : "?";
+    return "INSERT INTO " + t + " (stream, n, pos_sum, last) VALUES (" + p + "1, 1, " + p + "2, " + p +
+           "2) ON CONFLICT (stream) DO UPDATE SET n = " + t + ".n + 1, pos_sum = " + t +
+           ".pos_sum + excluded.pos_sum, last = excluded.last";
+  }
+  static std::string select(const std::string& t) { return "SELECT stream, n, pos_sum, last FROM " + t; }
+};
+
+class SqliteModels {
+ public:
+  using Store = SqliteProjectionStore;
+  using Tx = SqliteProjectionTransaction;
+  static constexpr const char* kName = "sqlite";
+
+  std::optional<std::string> skip_reason() const { return std::nullopt; }
+  EventStore& events() { return *events_; }
+  Store& models() { return *models_; }
+  Store& reopen_models() {
+    models_.reset();
+    models_ = std::make_unique<Store>(models_path());
+    return *models_;
+  }
+  std::string models_path() const { return (dir_.path() / "models.db").string(); }
+  std::string events_path() const { return (dir_.path() / "events.db").string(); }
+
+  Projection<Tx> projection(std::string name, BeforeApply before = {}) {
+    Projection<Tx> p;
+    p.name = name;
+    p.handle = [sql = SqlModel::upsert(name, false), before](Tx& tx, const RecordedEvent& e) {
+      if (before) before(e);
+      tx.execute(sql, {e.stream, e.position.value()});
+    };
+    p.setup = [sql = SqlModel::create(name)](Tx& tx) { tx.execute(sql); };
+    p.clear = [sql = "DELETE FROM " + name](Tx& tx) { tx.execute(sql); };
+    return p;
+  }
+
+  Model model(const std::string& name) {
+    Model m;
+    models_->query(SqlModel::select(name), {},
+                   [&](const SqlRow& r) { m[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
+    return m;
+  }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<EventStore> events_ = open_sqlite_store(events_path());
+  std::unique_ptr<Store> models_ = std::make_unique<Store>(models_path());
 };
 
 }  // namespace sourced::testing

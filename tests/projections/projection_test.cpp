@@ -72,7 +72,7 @@ class Projections : public ::testing::Test {
   int next_stream_ = 0;
 };
 
-using Stores = ::testing::Types<MemoryModels>;
+using Stores = ::testing::Types<MemoryModels, SqliteModels>;
 class StoreNames {
  public:
   template <class T>

@@ -56,6 +56,8 @@ class Statement {
     }
   }
 
+  // For what the helpers here do not cover (the projections layer binds and reads reals, counts columns).
+  sqlite3_stmt* handle() const { return stmt_; }
   std::int64_t int64(int col) const { return sqlite3_column_int64(stmt_, col); }
   bool is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
   std::string_view text(int col) const {
