@@ -16,6 +16,13 @@
 // is gone or another: a soft delete since, a snapshot from elsewhere), and folds from the first event.
 // See docs/cqrs.md for why a stream and not a table.
 //
+// States are cached (RepositoryOptions::cached_states): load() asks the store whether the stream moved
+// (stream_info) and reads only what is new; handle() first trusts the cached state and lets the append's
+// expected version prove it current (as Commanded's in-memory aggregates), deciding again on a checked
+// state after a conflict, a rejection or a no-op. One consequence: a stream soft-deleted at exactly the
+// cached version (no write since) is continued by handle() from the cached state, because the store
+// accepts exact(v) on such a stream; load() sees the delete. Set cached_states = 0 where that matters.
+//
 // With a command id (CommandMeta) a command is idempotent: its events get ids derived from the command
 // id, so a repeat (a retry after a timeout, a restart) writes nothing and returns the first result.
 //
@@ -24,9 +31,12 @@
 
 #include <concepts>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -49,6 +59,11 @@ struct RepositoryOptions {
   // What loading does with an event whose type is not registered: fail (the default: a state folded
   // without an event may be wrong), or skip.
   UnknownEventTypes unknown_event_types = UnknownEventTypes::fail;
+  // States of this many streams are kept in memory after a load or a command. A cached state is used only
+  // when the store says the stream has not changed since (stream_info: still active, same last version);
+  // when it moved on, only the new events are read and folded. 0: no cache, every load reads the stream.
+  // When full, an arbitrary entry makes room.
+  std::size_t cached_states = 10000;
 };
 
 // A state loaded from a stream.
@@ -59,8 +74,11 @@ struct LoadedState {
   StreamVersion version;
   bool exists = false;  // the stream has visible events
   Uuid last_event_id;   // of the event at `version`
-  // The version of the snapshot the fold started from; 0 when it started from the first event.
+  // The version of the latest snapshot known to describe the stream (0: none).
   StreamVersion snapshot;
+  // The version of the state the fold started from (a snapshot, or a cached state); 0 when it started
+  // from the first event. Events up to it were not read by this load.
+  StreamVersion base;
   std::uint64_t events_folded = 0;
 };
 
@@ -105,6 +123,38 @@ class CommandTracker {
 std::optional<CommandEvents> find_command_events(EventStore& store, std::string_view stream, StreamVersion from,
                                                  std::optional<StreamVersion> through, const Uuid& command_id);
 CommandResult repeated_result(CommandResult result, const CommandEvents& events);
+
+// Loaded states by stream, bounded; safe for concurrent use.
+template <class T>
+class StateCache {
+ public:
+  explicit StateCache(std::size_t capacity) : capacity_(capacity) {}
+  std::shared_ptr<const T> get(std::string_view stream) const {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(std::string(stream));
+    return it == entries_.end() ? nullptr : it->second;
+  }
+  void put(std::string_view stream, T value) {
+    auto entry = std::make_shared<const T>(std::move(value));
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(std::string(stream));
+    if (it != entries_.end()) {
+      it->second = std::move(entry);
+      return;
+    }
+    if (entries_.size() >= capacity_) entries_.erase(entries_.begin());
+    entries_.emplace(std::string(stream), std::move(entry));
+  }
+  void erase(std::string_view stream) {
+    std::lock_guard lock(mu_);
+    entries_.erase(std::string(stream));
+  }
+
+ private:
+  const std::size_t capacity_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const T>> entries_;
+};
 }  // namespace detail
 
 template <Decider D, class Registry>
@@ -115,8 +165,18 @@ class Repository {
   using Serializer = typename Registry::Serializer;
   static_assert(std::same_as<Event, typename Registry::Event>,
                 "the decider's Event must be the registry's Event (std::variant of the registered types)");
-  // Whether states can be snapshotted: the registry's serializer must handle the State.
-  static constexpr bool kCanSnapshot = SerializerFor<Serializer, State>;
+  // Whether states can be snapshotted: the registry's serializer must handle the State (JsonSerializer
+  // accepts any type until it is instantiated, so for it the State's to_json/from_json are checked).
+  static constexpr bool kCanSnapshot = [] {
+    if constexpr (std::same_as<Serializer, JsonSerializer>) {
+      return requires(const nlohmann::json& j, const State& s) {
+        j.get<State>();
+        nlohmann::json(s);
+      };
+    } else {
+      return SerializerFor<Serializer, State>;
+    }
+  }();
 
   // Throws InvalidArgument for options that cannot work (snapshots of a state the serializer cannot
   // write, a negative retry count).
@@ -126,6 +186,7 @@ class Repository {
     if (options_.snapshot_every > 0 && !kCanSnapshot) {
       throw InvalidArgument("snapshot_every is set, but the registry's serializer cannot write the decider's State");
     }
+    if (options_.cached_states > 0) cache_ = std::make_unique<detail::StateCache<Loaded>>(options_.cached_states);
   }
 
   EventStore& store() const { return store_; }
@@ -159,17 +220,29 @@ class Repository {
     idempotent = idempotent && meta.command_id.has_value();
     result.command_id = meta.command_id ? *meta.command_id : Uuid::v7();
     result.correlation_id = meta.correlation_id.value_or(result.command_id);
+    // A cached state is first trusted without asking the store: the append's expected version proves it
+    // was current. What writes nothing (a rejection, no events) has no such proof, and a conflict may
+    // only mean the cache was stale: both are decided again on a checked state, without counting as a
+    // conflict.
+    bool trust_cache = cache_ != nullptr;
+    int conflicts = 0;
     for (int attempt = 1;; ++attempt) {
       result.attempts = attempt;
       detail::CommandTracker tracker(idempotent ? std::optional(result.command_id) : std::nullopt);
-      LoadedState<State> loaded = load(stream, tracker);
+      bool trusted = false;
+      LoadedState<State> loaded = trust_cache ? load_trusting_cache(stream, tracker, trusted) : load(stream, tracker);
+      trust_cache = false;
       if (tracker.found()) return detail::repeated_result(std::move(result), *tracker.found());
       Decision<Event> decision = decider_.decide(command, loaded.state);
+      if (trusted && (decision.rejected() || decision.events().empty())) {
+        auto info = store_.stream_info(stream);
+        if (!info || info->status != StreamStatus::active || info->last_version != loaded.version) continue;
+      }
       if (decision.rejected() || decision.events().empty()) {
-        // A repeat whose events are older than the snapshot: the fold did not see them.
-        if (idempotent && loaded.snapshot.value() > 0) {
+        // A repeat whose events are older than the state the fold started from: the fold did not see them.
+        if (idempotent && loaded.base.value() > 0) {
           if (auto found =
-                  detail::find_command_events(store_, stream, StreamVersion(1), loaded.snapshot, result.command_id)) {
+                  detail::find_command_events(store_, stream, StreamVersion(1), loaded.base, result.command_id)) {
             return detail::repeated_result(std::move(result), *found);
           }
         }
@@ -191,7 +264,7 @@ class Repository {
       try {
         written = store_.append(stream, expected, data);
       } catch (const WrongExpectedVersion&) {
-        if (attempt > options_.max_conflict_retries) throw;
+        if (!trusted && ++conflicts > options_.max_conflict_retries) throw;
         continue;
       } catch (const DuplicateEventId& e) {
         // The command's ids are stored: it was handled before, and decided differently now.
@@ -204,7 +277,7 @@ class Repository {
       result.position = written.last_position;
       result.events_written = data.size();
       result.repeated = written.replayed;
-      if (!written.replayed) maybe_snapshot(stream, std::move(loaded), events, written.last_version, *data.back().id);
+      if (!written.replayed) remember(stream, std::move(loaded), events, written.last_version, *data.back().id);
       return result;
     }
   }
@@ -223,40 +296,86 @@ class Repository {
   }
 
  private:
-  LoadedState<State> load(std::string_view stream, detail::CommandTracker& tracker) const {
-    LoadedState<State> out{decider_.initial_state()};
-    std::optional<detail::SnapshotRecord> snap;
-    if constexpr (kCanSnapshot) {
+  using Loaded = LoadedState<State>;
+
+  Loaded load(std::string_view stream, detail::CommandTracker& tracker) const {
+    std::shared_ptr<const Loaded> cached = cache_ ? cache_->get(stream) : nullptr;
+    if (cached) {
+      // One cheap look at the stream instead of reading it: unchanged since, the cached state is current
+      // (a soft delete or tombstone since changes its status, a write its last version).
+      auto info = store_.stream_info(stream);
+      bool active = info && info->status == StreamStatus::active;
+      if (active && info->last_version == cached->version) {
+        Loaded out = *cached;
+        out.base = out.version;
+        out.events_folded = 0;
+        return out;
+      }
+      if (!active || info->last_version < cached->version) {
+        cache_->erase(stream);
+        cached.reset();
+      }
+    }
+    Loaded out = load_uncached(stream, tracker, cached.get());
+    if (cache_ && out.exists) cache_->put(stream, out);
+    return out;
+  }
+
+  // The cached state as it is (trusted = true), or a checked load when there is none.
+  Loaded load_trusting_cache(std::string_view stream, detail::CommandTracker& tracker, bool& trusted) const {
+    if (auto cached = cache_->get(stream)) {
+      trusted = true;
+      Loaded out = *cached;
+      out.base = out.version;
+      out.events_folded = 0;
+      return out;
+    }
+    return load(stream, tracker);
+  }
+
+  // Folds from `cached` (the stream moved on since), else from the latest snapshot, else from the start.
+  Loaded load_uncached(std::string_view stream, detail::CommandTracker& tracker, const Loaded* cached) const {
+    Loaded out{decider_.initial_state()};
+    std::optional<StreamVersion> base;
+    Uuid base_id;
+    if (cached) {
+      out.state = cached->state;
+      out.snapshot = cached->snapshot;
+      base = cached->version;
+      base_id = cached->last_event_id;
+    } else if constexpr (kCanSnapshot) {
       if (options_.snapshot_every > 0) {
-        snap = detail::read_snapshot(store_, snapshot_stream(stream));
-        if (snap && snap->snapshot_version != snapshot_version_of<D>()) snap.reset();
-        if (snap) {
+        auto snap = detail::read_snapshot(store_, snapshot_stream(stream));
+        if (snap && snap->snapshot_version == snapshot_version_of<D>()) {
           try {
             out.state = Serializer::template deserialize<State>(snap->data);
+            out.snapshot = snap->version;
+            base = snap->version;
+            base_id = snap->event_id;
           } catch (const SerializationError&) {
-            snap.reset();
+            // Unreadable: fold from the first event.
           }
         }
       }
     }
-    if (snap) {
-      ReadStreamOptions from_snapshot;
-      from_snapshot.from = snap->version;
-      EventReader reader = store_.read_stream(stream, from_snapshot);
+    if (base) {
+      ReadStreamOptions from_base;
+      from_base.from = *base;
+      EventReader reader = store_.read_stream(stream, from_base);
       if (reader.state() == EventReader::State::ok) {
         const RecordedEvent* first = reader.next();
-        // The snapshot describes this stream only if the event it was taken at is still there.
-        if (first && first->version == snap->version && first->id == snap->event_id) {
+        // The base describes this stream only if the event it was taken at is still there.
+        if (first && first->version == *base && first->id == base_id) {
           out.version = first->version;
           out.last_event_id = first->id;
           out.exists = true;
-          out.snapshot = snap->version;
+          out.base = *base;
           tracker.see(*first);
           fold_rest(reader, out, tracker);
           return out;
         }
       }
-      out.state = decider_.initial_state();
+      out = Loaded{decider_.initial_state()};
     }
     EventReader reader = store_.read_stream(stream);
     if (reader.state() == EventReader::State::stream_not_found) return out;
@@ -277,12 +396,23 @@ class Repository {
     }
   }
 
-  void maybe_snapshot(std::string_view stream, LoadedState<State> loaded, const std::vector<Event>& events,
-                      StreamVersion version, const Uuid& last_id) const {
+  // After a command: caches the new state, and snapshots it when due.
+  void remember(std::string_view stream, Loaded loaded, const std::vector<Event>& events, StreamVersion version,
+                const Uuid& last_id) const {
+    if (!cache_ && options_.snapshot_every == 0) return;
+    loaded.state = fold(decider_, std::move(loaded.state), events);
+    loaded.version = version;
+    loaded.last_event_id = last_id;
+    loaded.exists = true;
+    loaded.base = StreamVersion(0);
+    loaded.events_folded = 0;
     if constexpr (kCanSnapshot) {
-      if (options_.snapshot_every == 0 || version.value() - loaded.snapshot.value() < options_.snapshot_every) return;
-      write(stream, fold(decider_, std::move(loaded.state), events), version, last_id);
+      if (options_.snapshot_every > 0 && version.value() - loaded.snapshot.value() >= options_.snapshot_every &&
+          write(stream, loaded.state, version, last_id)) {
+        loaded.snapshot = version;
+      }
     }
+    if (cache_) cache_->put(stream, std::move(loaded));
   }
 
   bool write(std::string_view stream, const State& state, StreamVersion version, const Uuid& event_id) const {
@@ -304,6 +434,7 @@ class Repository {
   const Registry& registry_;
   D decider_;
   RepositoryOptions options_;
+  std::unique_ptr<detail::StateCache<Loaded>> cache_;
 };
 
 }  // namespace sourced

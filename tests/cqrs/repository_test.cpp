@@ -78,16 +78,18 @@ TEST_P(RepositoryTest, ARejectionWritesNothing) {
 }
 
 // The same random commands through repositories with and without snapshots: every load agrees.
-TEST_P(RepositoryTest, SnapshotsOnAndOffGiveTheSameState) {
-  AccountRepository plain(store(), events());
-  AccountRepository snapshotting(store(), events(), {}, {.snapshot_every = 7});
-  AccountRepository often(store(), events(), {}, {.snapshot_every = 1});
+TEST_P(RepositoryTest, SnapshotsAndCachedStatesOnAndOffGiveTheSameState) {
+  // Each repository writes a third of the commands: the cached one sees the stream move under it.
+  AccountRepository plain(store(), events(), {}, {.cached_states = 0});
+  AccountRepository snapshotting(store(), events(), {}, {.snapshot_every = 7, .cached_states = 0});
+  AccountRepository often(store(), events(), {}, {.snapshot_every = 1, .cached_states = 2});
+  AccountRepository cached(store(), events());
   std::mt19937_64 rng(42);
   const std::vector<std::string> ids = {"a", "b", "c"};
   for (const auto& id : ids) plain.handle("account-" + id, Open{id, "owner " + id});
   for (int i = 0; i < 150; ++i) {
     const std::string& id = ids[rng() % ids.size()];
-    const AccountRepository& via = i % 3 == 0 ? plain : i % 3 == 1 ? snapshotting : often;
+    const AccountRepository& via = i % 4 == 0 ? plain : i % 4 == 1 ? snapshotting : i % 4 == 2 ? often : cached;
     if (rng() % 3 == 0) {
       via.handle("account-" + id, Withdraw{id, static_cast<long>(rng() % 50)});
     } else {
@@ -96,11 +98,13 @@ TEST_P(RepositoryTest, SnapshotsOnAndOffGiveTheSameState) {
     if (i % 10 == 0) {
       for (const auto& each : ids) {
         auto a = plain.load("account-" + each), b = snapshotting.load("account-" + each),
-             c = often.load("account-" + each);
+             c = often.load("account-" + each), d = cached.load("account-" + each);
         ASSERT_EQ(a.state, b.state) << "account-" << each << " after command " << i;
         ASSERT_EQ(a.state, c.state) << "account-" << each << " after command " << i;
+        ASSERT_EQ(a.state, d.state) << "account-" << each << " after command " << i;
         ASSERT_EQ(a.version, b.version);
         ASSERT_EQ(a.version, c.version);
+        ASSERT_EQ(a.version, d.version);
         ASSERT_EQ(a.state.events, static_cast<long>(a.version.value()));
       }
     }
@@ -121,11 +125,11 @@ struct AccountV2 : Account {
 };
 
 TEST_P(RepositoryTest, ASnapshotOfAnotherStateVersionIsIgnored) {
-  AccountRepository v1(store(), events(), {}, {.snapshot_every = 1});
+  AccountRepository v1(store(), events(), {}, {.snapshot_every = 1, .cached_states = 0});
   v1.handle("account-ada", Open{"ada", "Ada"});
   v1.handle("account-ada", Deposit{"ada", 30});
   EXPECT_EQ(v1.load("account-ada").snapshot, StreamVersion(2));
-  Repository<AccountV2, Events> v2(store(), events(), {}, {.snapshot_every = 100});
+  Repository<AccountV2, Events> v2(store(), events(), {}, {.snapshot_every = 100, .cached_states = 0});
   auto loaded = v2.load("account-ada");
   EXPECT_EQ(loaded.snapshot, StreamVersion(0));
   EXPECT_EQ(loaded.state, (Account::State{true, "Ada", 30, 2}));
@@ -140,7 +144,7 @@ EventData snapshot_event(std::string data, std::string metadata) {
 }
 
 TEST_P(RepositoryTest, AnUnreadableOrForeignSnapshotIsIgnored) {
-  AccountRepository accounts(store(), events(), {}, {.snapshot_every = 1000});
+  AccountRepository accounts(store(), events(), {}, {.snapshot_every = 1000, .cached_states = 0});
   accounts.handle("account-ada", Open{"ada", "Ada"});
   accounts.handle("account-ada", Deposit{"ada", 30});
   const Account::State expected{true, "Ada", 30, 2};
@@ -187,6 +191,34 @@ TEST_P(RepositoryTest, ASnapshotTakenBeforeASoftDeleteIsIgnored) {
   auto loaded = accounts.load("account-ada");
   EXPECT_EQ(loaded.state, (Account::State{true, "Ada again", 5, 2}));
   EXPECT_EQ(loaded.version, StreamVersion(4));
+}
+
+TEST_P(RepositoryTest, ACachedStateFollowsWhatOthersWroteAndDeleted) {
+  AccountRepository mine(store(), events());
+  AccountRepository theirs(store(), events(), {}, {.cached_states = 0});
+  mine.handle("account-ada", Open{"ada", "Ada"});
+  mine.handle("account-ada", Deposit{"ada", 100});
+  EXPECT_EQ(mine.load("account-ada").base, StreamVersion(2)) << "the cached state was not used";
+  theirs.handle("account-ada", Withdraw{"ada", 80});
+  auto loaded = mine.load("account-ada");
+  EXPECT_EQ(loaded.state.balance, 20);
+  EXPECT_EQ(loaded.events_folded, 1u);  // only the new event was read
+  // Decided on the current balance, not the cached one.
+  theirs.handle("account-ada", Withdraw{"ada", 20});
+  EXPECT_TRUE(mine.handle("account-ada", Withdraw{"ada", 1}).rejected());
+  // A rejection writes nothing, so no append checks the cached state it was decided on: it is checked.
+  theirs.handle("account-ada", Deposit{"ada", 50});
+  EXPECT_FALSE(mine.handle("account-ada", Withdraw{"ada", 10}).rejected()) << "rejected on a stale cached balance";
+  EXPECT_EQ(theirs.load("account-ada").state.balance, 40);
+  store().delete_stream("account-ada", ExpectedVersion::any(), DeleteMode::soft);
+  EXPECT_FALSE(mine.load("account-ada").exists);
+  EXPECT_TRUE(mine.handle("account-ada", Deposit{"ada", 1}).rejected()) << "decided on the state before the delete";
+  mine.handle("account-ada", Open{"ada", "Ada again"});
+  store().delete_stream("account-ada", ExpectedVersion::any(), DeleteMode::soft);
+  theirs.handle("account-ada", Open{"ada", "Ada a third time"});
+  EXPECT_EQ(mine.load("account-ada").state, (Account::State{true, "Ada a third time", 0, 1}));
+  store().delete_stream("account-ada", ExpectedVersion::any(), DeleteMode::tombstone);
+  EXPECT_THROW(mine.load("account-ada"), StreamDeleted);
 }
 
 // A decider that lets a test act between the load and the append, to race deterministically.
