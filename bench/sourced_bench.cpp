@@ -20,11 +20,12 @@
 
 #include "cqrs_bench.hpp"
 #include "sourced/open_store.hpp"
+#include "sourced/persistent_subscription.hpp"
 #include "sourced/store.hpp"
 #include "sourced/subscription.hpp"
 
 using namespace sourced;
-using Clock = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;  // not sourced::Clock, the injectable one
 
 namespace {
 
@@ -92,23 +93,23 @@ TimedRun run_timed(int threads, double seconds, Call call) {
   std::vector<Latencies> lat(threads);
   std::vector<std::uint64_t> handled(threads, 0);
   std::vector<std::thread> pool;
-  Clock::time_point deadline;
+  SteadyClock::time_point deadline;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       std::mt19937_64 rng(t * 7919 + 17);
       while (!go.load()) std::this_thread::yield();
-      while (Clock::now() < deadline) {
-        auto t0 = Clock::now();
+      while (SteadyClock::now() < deadline) {
+        auto t0 = SteadyClock::now();
         handled[t] += call(t, rng);
-        lat[t].micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        lat[t].micros.push_back(std::chrono::duration<double, std::micro>(SteadyClock::now() - t0).count());
       }
     });
   }
-  auto start = Clock::now();
-  deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  auto start = SteadyClock::now();
+  deadline = start + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(seconds));
   go = true;
   for (auto& th : pool) th.join();
-  TimedRun run{std::chrono::duration<double>(Clock::now() - start).count(), 0, {}};
+  TimedRun run{std::chrono::duration<double>(SteadyClock::now() - start).count(), 0, {}};
   for (int t = 0; t < threads; ++t) {
     run.latency.micros.insert(run.latency.micros.end(), lat[t].micros.begin(), lat[t].micros.end());
     run.events += handled[t];
@@ -174,7 +175,7 @@ void bench_read_all(EventStore& store, int readers) {
   std::uint64_t slice = (head + readers - 1) / readers;
   std::vector<std::uint64_t> read(readers, 0);
   std::vector<std::thread> threads;
-  auto start = Clock::now();
+  auto start = SteadyClock::now();
   for (int r = 0; r < readers; ++r) {
     threads.emplace_back([&, r] {
       std::uint64_t from = 1 + r * slice;
@@ -188,7 +189,7 @@ void bench_read_all(EventStore& store, int readers) {
     });
   }
   for (auto& t : threads) t.join();
-  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
   std::uint64_t total = 0;
   for (auto n : read) total += n;
   if (total != head) throw std::runtime_error(fmt::format("read {} of {} events of $all", total, head));
@@ -211,10 +212,10 @@ void bench_memory(EventStore& store, std::uint64_t events) {
   }
   reset_peak_rss();
   long before = current_rss_kib();
-  auto start = Clock::now();
+  auto start = SteadyClock::now();
   std::uint64_t n = 0;
   for (const auto& e : store.read_all({.max_count = events})) n += !e.data.empty();
-  double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
   fmt::print("| read {} events of $all | {} ev/s | peak RSS {:.1f} MiB (RSS before {:.1f} MiB) |\n", n,
              fmt_rate(n / elapsed), peak_rss_kib() / 1024.0, before / 1024.0);
 }
@@ -222,7 +223,7 @@ void bench_memory(EventStore& store, std::uint64_t events) {
 }  // namespace
 
 std::int64_t steady_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch()).count();
 }
 
 // The writer of the cross-process latency workload (sourced_bench --latency-writer): appends `count`
@@ -292,22 +293,50 @@ void bench_latency(EventStore& store, const std::string& location, bool other_pr
   std::fflush(stdout);
 }
 
+// A persistent subscription to $all from the origin, its consumer acking every event (progress saved with
+// the default settings: every 1,000 acks or 2 s), against the read of $all of the same run.
+void bench_persistent(EventStore& store, std::uint64_t head, double read_s) {
+  std::string name = fmt::format("bench-{}", ::getpid());
+  create_persistent_subscription(store, name, {});
+  auto start = SteadyClock::now();
+  std::uint64_t delivered = 0;
+  std::size_t bytes = 0;
+  {
+    auto sub = open_persistent_subscription(store, name);
+    while (delivered < head) {
+      auto d = sub.next(std::chrono::seconds(10));
+      if (!d) break;
+      ++delivered;
+      bytes += d->event->data.size();
+      sub.ack(d->key);
+    }
+  }  // closed: the last progress saved
+  double s = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  auto info = persistent_subscription_info(store, name);
+  delete_persistent_subscription(store, name);
+  if (delivered != head || !info || info->checkpoint != head)
+    throw std::runtime_error(fmt::format("the persistent subscription delivered {} of {}", delivered, head));
+  fmt::print("| persistent subscription to $all, acking every event ({} events) | {} ev/s | {:.0f}% of read $all |\n",
+             delivered, fmt_rate(delivered / s), 100.0 * read_s / s);
+  std::fflush(stdout);
+}
+
 // A catch-up subscription over the whole store against a plain read of $all, in the same run.
 void bench_subscribe(EventStore& store, const std::string& location, std::uint64_t events, double seconds,
                      int latency_events) {
   fill_to(store, events);
   std::uint64_t head = store.head_position().value();
-  auto start = Clock::now();
+  auto start = SteadyClock::now();
   std::uint64_t n = 0;
   std::size_t bytes = 0;
   for (const auto& e : store.read_all()) {
     ++n;
     bytes += e.data.size();
   }
-  double read_s = std::chrono::duration<double>(Clock::now() - start).count();
+  double read_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
   fmt::print("| read $all ({} events) | {} ev/s |\n", n, fmt_rate(n / read_s));
   reset_peak_rss();
-  start = Clock::now();
+  start = SteadyClock::now();
   auto sub = subscribe_to_all(store);
   std::uint64_t delivered = 0;
   while (auto m = sub.next(std::chrono::seconds(10))) {
@@ -317,11 +346,12 @@ void bench_subscribe(EventStore& store, const std::string& location, std::uint64
       bytes += m->event->data.size();
     }
   }
-  double sub_s = std::chrono::duration<double>(Clock::now() - start).count();
+  double sub_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
   if (delivered != head) throw std::runtime_error(fmt::format("the subscription delivered {} of {}", delivered, head));
   fmt::print("| catch-up subscription to $all ({} events) | {} ev/s | {:.0f}% of read $all | peak RSS {:.1f} MiB |\n",
              delivered, fmt_rate(delivered / sub_s), 100.0 * read_s / sub_s, peak_rss_kib() / 1024.0);
   std::fflush(stdout);
+  bench_persistent(store, head, read_s);
   // An idle live subscriber: the CPU the whole process uses while it waits.
   {
     auto idle = subscribe_to_all(store, {.start = SubscriptionStart::end()});
@@ -329,15 +359,15 @@ void bench_subscribe(EventStore& store, const std::string& location, std::uint64
     struct rusage a {
     }, b{};
     getrusage(RUSAGE_SELF, &a);
-    auto t0 = Clock::now();
-    while (Clock::now() - t0 < std::chrono::duration<double>(seconds)) {
+    auto t0 = SteadyClock::now();
+    while (SteadyClock::now() - t0 < std::chrono::duration<double>(seconds)) {
       idle.next(std::chrono::milliseconds(500));
     }
     getrusage(RUSAGE_SELF, &b);
     auto cpu = [](const struct rusage& r) {
       return r.ru_utime.tv_sec + r.ru_stime.tv_sec + (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1e6;
     };
-    double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    double wall = std::chrono::duration<double>(SteadyClock::now() - t0).count();
     fmt::print("| idle live subscriber | {:.2f}% of a core (whole process) |\n", 100.0 * (cpu(b) - cpu(a)) / wall);
   }
   bench_latency(store, location, false, latency_events);
