@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -330,19 +331,27 @@ TEST(RepositoryRace, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
     accounts.handle("account-ada", Deposit{"ada", kBalance});
   }
   std::atomic<long> withdrawn{0}, conflicts{0};
+  std::mutex failures_mu;
+  std::vector<std::string> failures;
   std::vector<std::thread> tellers;
   for (int t = 0; t < kThreads; ++t) {
     tellers.emplace_back([&] {
-      auto store = open_sqlite_store(path);
-      AccountRepository accounts(*store, events(), {}, {.max_conflict_retries = 1000});
-      for (int i = 0; i < kTries; ++i) {
-        auto r = accounts.handle("account-ada", Withdraw{"ada", kAmount});
-        if (!r.rejected()) withdrawn += kAmount;
-        conflicts += r.attempts - 1;
+      try {
+        auto store = open_sqlite_store(path);
+        AccountRepository accounts(*store, events(), {}, {.max_conflict_retries = 1000});
+        for (int i = 0; i < kTries; ++i) {
+          auto r = accounts.handle("account-ada", Withdraw{"ada", kAmount});
+          if (!r.rejected()) withdrawn += kAmount;
+          conflicts += r.attempts - 1;
+        }
+      } catch (const std::exception& e) {
+        std::lock_guard lock(failures_mu);
+        failures.push_back(e.what());
       }
     });
   }
   for (auto& t : tellers) t.join();
+  EXPECT_TRUE(failures.empty()) << failures.front();
   auto store = open_sqlite_store(path);
   auto loaded = AccountRepository(*store, events()).load("account-ada");
   EXPECT_GE(loaded.state.balance, 0);
