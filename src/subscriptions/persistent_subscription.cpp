@@ -144,6 +144,8 @@ class PersistentSubscription::Impl {
     for (const auto& r : p.newly_parked) held_.erase(r.key);
   }
 
+  void save_now() { save(clock_.now(), false); }
+
   void close() {
     if (!lease_) return;
     save(clock_.now(), true);
@@ -257,7 +259,7 @@ std::optional<PersistentDelivery> PersistentSubscription::next(std::chrono::mill
 void PersistentSubscription::ack(std::uint64_t key) { impl_->ack(key); }
 void PersistentSubscription::nack(std::uint64_t key, std::string_view error) { impl_->nack(key, error); }
 void PersistentSubscription::save() {
-  if (impl_->open()) impl_->save(Clock::steady().now(), false);
+  if (impl_->open()) impl_->save_now();
 }
 void PersistentSubscription::close() { impl_->close(); }
 const std::string& PersistentSubscription::name() const { return impl_->name(); }
