@@ -122,6 +122,11 @@ class SubscriptionLocked : public Error {
 class SubscriptionLease {
  public:
   virtual ~SubscriptionLease() = default;
+  // False once the lease is known lost, so another consumer may hold the subscription now: on
+  // PostgreSQL, when the lease's session ended (its connection broke, the server restarted or an
+  // administrator ended it), which also released the lock. Memory and SQLite leases are never lost while
+  // the process lives. Costs a round trip on PostgreSQL: check it before saving progress, not per event.
+  virtual bool held() { return true; }
 };
 
 class SubscriptionRegistry {

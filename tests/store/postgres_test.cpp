@@ -459,7 +459,9 @@ TEST(PostgresRegistry, ALeaseIsASessionAdvisoryLockThatTheServerReleasesWithItsC
       << pg_scalar(pg_url, "SELECT a.application_name " + locks);
   EXPECT_TRUE(store->subscriptions().holder("s")->starts_with(me.substr(8))) << *store->subscriptions().holder("s");
   // The connection dies (a network failure, an administrator): the server lets go, another consumer gets in.
+  EXPECT_TRUE(lease->held());
   EXPECT_EQ(pg_scalar(pg_url, "SELECT pg_terminate_backend(l.pid) " + locks), "t");
+  EXPECT_FALSE(lease->held()) << "the lease's session is gone, and the lock with it";
   auto start = std::chrono::steady_clock::now();
   auto next = store->subscriptions().acquire("s", true, std::chrono::seconds(5));
   EXPECT_NE(next, nullptr);

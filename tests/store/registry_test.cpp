@@ -316,6 +316,7 @@ TEST_P(Registry, OneLeaseAtATimeWithinAProcess) {
   EXPECT_FALSE(reg().holder("s").has_value());
   auto lease = reg().acquire("s", false, 0ms);
   ASSERT_NE(lease, nullptr);
+  EXPECT_TRUE(lease->held());
   auto holder = reg().holder("s");
   ASSERT_TRUE(holder.has_value());
   EXPECT_NE(holder->find("pid " + std::to_string(::getpid())), std::string::npos) << *holder;

@@ -200,6 +200,21 @@ TEST(SqliteStore, TwoStoreObjectsOnOneFileExcludeEachOthersLeases) {
   EXPECT_NE(b->subscriptions().acquire("s", false, std::chrono::milliseconds(0)), nullptr);
 }
 
+TEST(SqliteStore, AStoreOpenedThroughASymlinkSharesTheLeasesOfItsFile) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  auto link = (dir.path() / "link.db").string();
+  auto a = open_sqlite_store(path);
+  std::filesystem::create_symlink(path, link);
+  auto b = open_sqlite_store(link);
+  PersistentSubscriptionConfig c;
+  c.name = "s";
+  a->subscriptions().create(c);
+  auto lease = a->subscriptions().acquire("s", false, std::chrono::milliseconds(0));
+  EXPECT_THROW(b->subscriptions().acquire("s", false, std::chrono::milliseconds(0)), SubscriptionLocked);
+  EXPECT_TRUE(b->subscriptions().holder("s").has_value());
+}
+
 TEST(SqliteStore, ProgressSharesTheGroupCommitWithAppendsWithoutLosingEither) {
   TempDir dir;
   auto path = (dir.path() / "events.db").string();

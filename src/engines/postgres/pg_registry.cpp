@@ -84,6 +84,20 @@ class AdvisoryLease final : public SubscriptionLease {
     }
   }
 
+  bool held() override {
+    try {
+      Params p;
+      p.text(std::to_string(key_.schema_oid)).text(key_.key2());
+      Result r = conn_->query(
+          "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' AND granted "
+          "AND objsubid = 2 AND classid = $1::oid AND objid = $2::int8::oid",
+          p, Format::text, "checking a lease");
+      return r.int8(0, 0) > 0;
+    } catch (const Error&) {
+      return false;  // the session is gone, and its lock with it
+    }
+  }
+
  private:
   std::unique_ptr<Connection> conn_;
   LockKey key_;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 #include <fcntl.h>
@@ -122,9 +123,17 @@ class FileLease final : public SubscriptionLease {
   Fd fd_;
 };
 
+// Beside the database's real path, so every process opening the store through any name (a symlink, a
+// relative path) locks the same file.
+std::string lease_file(const std::string& path) {
+  std::error_code ec;
+  auto real = std::filesystem::canonical(path, ec);
+  return (ec ? path : real.string()) + "-leases";
+}
+
 class SqliteRegistry final : public SubscriptionRegistry {
  public:
-  explicit SqliteRegistry(RegistryHost host) : host_(std::move(host)), lock_path_(host_.path + "-leases") {}
+  explicit SqliteRegistry(RegistryHost host) : host_(std::move(host)), lock_path_(lease_file(host_.path)) {}
 
   void create(const PersistentSubscriptionConfig& config) override {
     validate_subscription_config(config);

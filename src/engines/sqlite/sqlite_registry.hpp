@@ -24,7 +24,7 @@ inline constexpr int kRegistrySchemaVersion = 3;
 struct RegistryHost {
   std::function<void(const std::function<void(Connection&, bool& writing)>& work)> write;
   ConnectionPool* readers = nullptr;
-  std::string path;  // the database file; the lock file is `path` + "-leases"
+  std::string path;  // the database file; the lock file is its real path + "-leases"
   bool read_only = false;
   int schema_version = 0;  // of the file as opened; below 3 (read-only opens of older files) it has no tables
 };
