@@ -108,6 +108,18 @@ TEST_F(Cli, AppendsAndReadsBack) {
   EXPECT_FALSE(lines[0].contains("correlation_id"));
 }
 
+// Loading libpq and its ~20 libraries cost more than the rest of a short SQLite command: the tool opens it
+// only for a PostgreSQL store (tools/sourced/lazy_libpq.cpp; the PostgresCli tests run it against a server).
+TEST_F(Cli, ASqliteCommandDoesNotLoadLibpq) {
+  prefix_ = "LD_DEBUG=files ";
+  auto r = run({"append", "s-1", "--type", "T"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("libsqlite3"), std::string::npos) << "LD_DEBUG=files printed nothing?\n" << r.err;
+  EXPECT_EQ(r.err.find("libpq"), std::string::npos)
+      << "the tool loads libpq: the PostgreSQL engine calls a libpq function missing from "
+         "tools/sourced/lazy_libpq.cpp (`readelf -d` on the binary lists libpq); add it there";
+}
+
 TEST_F(Cli, AppendsJsonLinesFromStdinAtomically) {
   std::string id = Uuid::v4().to_string(), corr = Uuid::v4().to_string();
   std::string input = R"({"type":"A","data":{"n":1},"id":")" + id + R"(","correlation_id":")" + corr + "\"}\n" +
