@@ -572,6 +572,28 @@ TEST(PostgresCli, InitCreatesTheSchemaAndTheOtherCommandsWork) {
   EXPECT_EQ(run_cli(url, "append account-1 --type X --expected no_stream").code, 3);
 }
 
+TEST(PostgresCli, PersistentSubscriptionsAreManagedAndConsumed) {
+  REQUIRE_PG();
+  ScratchSchema schema(pg_url);
+  std::string url = with_param(pg_url, "schema=" + schema.name);
+  ASSERT_EQ(run_cli(url, "append account-1 --type Opened").code, 0);
+  ASSERT_EQ(run_cli(url, "append account-1 --type Deposited").code, 0);
+  auto created = run_cli(url, "subscription create mailer --category account --max-attempts 3");
+  ASSERT_EQ(created.code, 0) << created.err;
+  EXPECT_NE(created.out.find("\"lag\":2"), std::string::npos) << created.out;
+  EXPECT_EQ(run_cli(url, "subscription create mailer").code, 9);
+  auto consumed = run_cli(url, "subscription consume mailer --count 2");
+  ASSERT_EQ(consumed.code, 0) << consumed.err;
+  EXPECT_EQ(std::count(consumed.out.begin(), consumed.out.end(), '\n'), 2) << consumed.out;
+  auto list = run_cli(url, "subscriptions");
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("\"checkpoint\":2"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("\"holder\":null"), std::string::npos) << list.out;
+  EXPECT_EQ(run_cli(url, "subscription parked mailer").out, "");
+  EXPECT_EQ(run_cli(url, "subscription delete mailer").code, 0);
+  EXPECT_EQ(run_cli(url, "subscription info mailer").code, 8);
+}
+
 TEST(PostgresCli, AServerThatIsDownExitsWithOneAndOneLine) {
   auto r = run_cli("postgres://127.0.0.1:1/nothing", "stats");
   EXPECT_EQ(r.code, 1);

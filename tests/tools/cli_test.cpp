@@ -591,5 +591,231 @@ TEST_F(Cli, ACommittedAppendIsNeverReportedAsAFailureToRetry) {
   EXPECT_EQ(run({"read", "$all"}).code, 0) << "reading an empty in-memory store is harmless";
 }
 
+// --- persistent subscriptions ------------------------------------------------------------------------
+
+// A shell command that runs `cli_args` in the background: its stdout, stderr and exit code go to `base`.out,
+// .err and .code, the pid of the shell that waits for it to .pid.
+std::string background_cmd(const std::string& cli_args, const std::filesystem::path& base) {
+  return "(timeout 60 " + cli_args + " >" + quote(base.string() + ".out") + " 2>" + quote(base.string() + ".err") +
+         "; echo $? >" + quote(base.string() + ".code") + ") & echo $! >" + quote(base.string() + ".pid");
+}
+
+// What the background command of `base` exited with ("0\n"), once it has.
+std::string exit_code_of(const std::filesystem::path& base) {
+  std::string code;
+  for (int i = 0; i < 400 && (code = slurp(base.string() + ".code")).empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return code;
+}
+
+// SIGTERM to the tool started by background_cmd(`base`) (the child of its `timeout`).
+void terminate_tool(const std::filesystem::path& base) {
+  std::string pid = slurp(base.string() + ".pid");
+  pid.erase(pid.find_last_not_of('\n') + 1);
+  std::system(("pkill -TERM -x sourced -P $(pgrep -x timeout -P " + pid + ")").c_str());
+}
+
+TEST_F(Cli, SubscriptionsAreCreatedListedShownAndDeleted) {
+  ASSERT_EQ(run({"append", "account-1", "--type", "Opened"}).code, 0);
+  ASSERT_EQ(run({"append", "account-1", "--type", "Deposited"}).code, 0);
+  ASSERT_EQ(run({"append", "order-1", "--type", "Placed"}).code, 0);
+  auto r = run({"subscription", "create", "mailer", "--category", "account", "--type", "Deposited", "--max-in-flight",
+                "5", "--max-attempts", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto created = json::parse(r.out);
+  EXPECT_EQ(created["name"], "mailer");
+  EXPECT_EQ(created["source"], json::parse(R"({"stream":"$all","category":"account","types":["Deposited"]})"));
+  EXPECT_EQ(created["checkpoint"], 0);
+  EXPECT_EQ(created["head"], 3);
+  EXPECT_EQ(created["lag"], 3);
+  EXPECT_EQ(created["max_in_flight"], 5);
+  EXPECT_EQ(created["max_attempts"], 2);
+  EXPECT_EQ(created["holder"], nullptr);
+  EXPECT_EQ(created["parked"], 0);
+
+  r = run({"subscription", "create", "audit", "--stream", "account-1", "--from", "end"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["checkpoint"], 2) << "end: after the stream's last version";
+  EXPECT_EQ(json::parse(r.out)["lag"], 0);
+  r = run({"subscription", "create", "late", "--from", "3"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["checkpoint"], 2) << "--from is the first position delivered, as in read";
+
+  r = run({"subscriptions"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["name"], "audit");
+  EXPECT_EQ(lines[0]["source"]["stream"], "account-1");
+  EXPECT_EQ(lines[0]["head"], 2);
+  EXPECT_EQ(lines[1]["name"], "late");
+  EXPECT_EQ(lines[2]["name"], "mailer");
+
+  r = run({"subscription", "info", "mailer"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["lag"], 3);
+  EXPECT_EQ(run({"subscription", "parked", "mailer"}).out, "");
+
+  r = run({"subscription", "create", "mailer"});
+  EXPECT_EQ(r.code, 9) << r.err;
+  EXPECT_NE(r.err.find("mailer"), std::string::npos) << r.err;
+  EXPECT_EQ(run({"subscription", "delete", "mailer"}).code, 0);
+  EXPECT_EQ(run({"subscription", "info", "mailer"}).code, 8);
+  EXPECT_EQ(run({"subscription", "parked", "mailer"}).code, 8);
+  EXPECT_EQ(run({"subscription", "replay-parked", "mailer"}).code, 8);
+  EXPECT_EQ(run({"subscription", "delete", "mailer"}).code, 8);
+  EXPECT_EQ(run({"subscription", "consume", "mailer"}).code, 8);
+  EXPECT_EQ(run({"subscriptions"}).lines().size(), 2u);
+}
+
+TEST_F(Cli, SubscriptionInputIsCheckedBeforeTheStoreIsTouched) {
+  for (std::vector<std::string> command : {std::vector<std::string>{"subscription", "create", "bad name"},
+                                           {"subscription", "create", "s", "--max-in-flight", "0"},
+                                           {"subscription", "create", "s", "--max-attempts", "x"},
+                                           {"subscription", "create", "s", "--from", "later"},
+                                           {"subscription", "create", "s", "--stream", "a-1", "--category", "a"},
+                                           {"subscription", "create", "s", "--category", "a-b"},
+                                           {"subscription", "create", "s", "--stream", "bad\nid"},
+                                           {"subscription", "delete", ""},
+                                           {"subscription", "replay-parked", "bad/name"},
+                                           {"subscription", "consume", "s", "--count", "-1"},
+                                           {"subscription", "consume", "bad name"},
+                                           {"subscription"}}) {
+    auto r = run(command);
+    EXPECT_EQ(r.code, 2) << ::testing::PrintToString(command) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(store_));
+  // Reading commands on a store that does not exist do not create it.
+  EXPECT_EQ(run({"subscriptions"}).code, 0);
+  EXPECT_EQ(run({"subscription", "info", "s"}).code, 8);
+  EXPECT_EQ(run({"subscription", "parked", "s"}).code, 8);
+  EXPECT_FALSE(std::filesystem::exists(store_));
+}
+
+TEST_F(Cli, ConsumePrintsAcknowledgesAndResumesAfterItsCheckpoint) {
+  for (std::string type : {"A", "B", "C", "D", "E"}) ASSERT_EQ(run({"append", "s-1", "--type", type}).code, 0);
+  ASSERT_EQ(run({"subscription", "create", "sub", "--stream", "s-1"}).code, 0);
+  auto r = run({"subscription", "consume", "sub", "--count", "3"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["type"], "A");
+  EXPECT_EQ(lines[2]["type"], "C");
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), first_line_of("s-1")) << "the read format";
+  auto info = json::parse(run({"subscription", "info", "sub"}).out);
+  EXPECT_EQ(info["checkpoint"], 3);
+  EXPECT_EQ(info["lag"], 2);
+  EXPECT_EQ(info["holder"], nullptr) << "released on exit";
+  r = run({"subscription", "consume", "sub", "--count", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  lines = r.lines();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0]["type"], "D");
+  EXPECT_EQ(lines[1]["type"], "E");
+  EXPECT_EQ(json::parse(run({"subscription", "info", "sub"}).out)["lag"], 0);
+}
+
+TEST_F(Cli, ConsumeWithExecAcknowledgesOnSuccessAndParksWhatKeepsFailing) {
+  for (std::string type : {"Good1", "Bad", "Good2"}) ASSERT_EQ(run({"append", "s-1", "--type", type}).code, 0);
+  ASSERT_EQ(run({"subscription", "create", "sub", "--max-attempts", "2"}).code, 0);
+  auto handled = dir_.path() / "handled";
+  std::string handler =
+      "read line; case \"$line\" in *'\"Bad\"'*) exit 3;; esac; echo \"$line\" >>" + quote(handled.string());
+  // --count counts events settled: Good1 and Good2 handled, Bad parked after its second failure.
+  auto r = run({"subscription", "consume", "sub", "--count", "3", "--exec", handler});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "") << "the handler's output only";
+  std::ifstream f(handled);
+  std::vector<std::string> types;
+  for (std::string line; std::getline(f, line);) types.push_back(json::parse(line)["type"]);
+  EXPECT_EQ(types, (std::vector<std::string>{"Good1", "Good2"}));
+
+  r = run({"subscription", "parked", "sub"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto parked = r.lines();
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0]["type"], "Bad");
+  EXPECT_EQ(parked[0]["position"], 2);
+  EXPECT_EQ(parked[0]["attempts"], 2);
+  EXPECT_NE(parked[0]["error"].get<std::string>().find("status 3"), std::string::npos) << parked[0];
+  auto info = json::parse(run({"subscription", "info", "sub"}).out);
+  EXPECT_EQ(info["checkpoint"], 3);
+  EXPECT_EQ(info["parked"], 1);
+
+  r = run({"subscription", "replay-parked", "sub"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["replay_requested"], 1);
+  r = run({"subscription", "consume", "sub", "--count", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_EQ(r.lines().size(), 1u);
+  EXPECT_EQ(r.lines()[0]["type"], "Bad");
+  EXPECT_EQ(run({"subscription", "parked", "sub"}).out, "") << "handled on replay: no longer parked";
+}
+
+TEST_F(Cli, OneConsumerAtATimeAndSigtermStopsItCleanly) {
+  ASSERT_EQ(run({"append", "s-1", "--type", "A"}).code, 0);
+  ASSERT_EQ(run({"subscription", "create", "sub"}).code, 0);
+  auto base = dir_.path() / "first";
+  std::string cmd = quote(cli_binary()) + " --store " + quote(store_) + " subscription consume sub";
+  ASSERT_EQ(std::system(background_cmd(cmd, base).c_str()), 0);
+  auto out_lines = [&] {
+    std::vector<json> v;
+    std::ifstream f(base.string() + ".out");
+    for (std::string line; std::getline(f, line);) {
+      if (f.eof()) break;
+      v.push_back(json::parse(line));
+    }
+    return v;
+  };
+  auto wait_lines = [&](std::size_t n) {
+    for (int i = 0; i < 300 && out_lines().size() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return out_lines().size();
+  };
+  ASSERT_EQ(wait_lines(1), 1u);
+  ASSERT_EQ(run({"append", "s-1", "--type", "B"}).code, 0);
+  ASSERT_EQ(wait_lines(2), 2u) << "live events reach the consumer";
+
+  auto second = run({"subscription", "consume", "sub"});
+  EXPECT_EQ(second.code, 10) << second.err;
+  EXPECT_NE(second.err.find("sub"), std::string::npos) << second.err;
+  auto info = json::parse(run({"subscription", "info", "sub"}).out);
+  EXPECT_NE(info["holder"], nullptr);
+  EXPECT_EQ(run({"subscriptions"}).lines().at(0)["holder"], info["holder"]);
+
+  // A consumer that waits for the lease takes over when the first one stops.
+  auto waiter = dir_.path() / "waiter";
+  ASSERT_EQ(std::system(background_cmd(cmd + " --wait --count 1", waiter).c_str()), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(slurp(waiter.string() + ".code"), "") << "it waits while the first one holds the subscription";
+
+  // SIGTERM: exit code 0, the acks saved, the lease released.
+  terminate_tool(base);
+  EXPECT_EQ(exit_code_of(base), "0\n") << slurp(base.string() + ".err");
+  EXPECT_EQ(json::parse(run({"subscription", "info", "sub"}).out)["checkpoint"], 2);
+  EXPECT_EQ(run({"subscription", "consume", "sub", "--count", "0"}).code, 0);
+  ASSERT_EQ(run({"append", "s-1", "--type", "C"}).code, 0);
+  EXPECT_EQ(exit_code_of(waiter), "0\n") << slurp(waiter.string() + ".err");
+  EXPECT_EQ(json::parse(run({"subscription", "info", "sub"}).out)["holder"], nullptr);
+  EXPECT_NE(slurp(waiter.string() + ".out").find("\"type\":\"C\""), std::string::npos)
+      << slurp(waiter.string() + ".out");
+}
+
+TEST_F(Cli, FollowTakesTheFilters) {
+  auto base = dir_.path() / "follow";
+  std::string cmd = quote(cli_binary()) + " --store " + quote(store_) +
+                    " read '$all' --follow --category account --type Deposited --count 2";
+  ASSERT_EQ(run({"append", "account-1", "--type", "Deposited"}).code, 0);
+  ASSERT_EQ(std::system(background_cmd(cmd, base).c_str()), 0);
+  ASSERT_EQ(run({"append", "order-1", "--type", "Deposited"}).code, 0);
+  ASSERT_EQ(run({"append", "account-2", "--type", "Opened"}).code, 0);
+  ASSERT_EQ(run({"append", "account-2", "--type", "Deposited"}).code, 0);
+  EXPECT_EQ(exit_code_of(base), "0\n") << slurp(base.string() + ".err");
+  std::vector<std::string> streams;
+  std::istringstream s(slurp(base.string() + ".out"));
+  for (std::string line; std::getline(s, line);) streams.push_back(json::parse(line)["stream"]);
+  EXPECT_EQ(streams, (std::vector<std::string>{"account-1", "account-2"}));
+}
+
 }  // namespace
 }  // namespace sourced::testing

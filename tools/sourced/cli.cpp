@@ -25,6 +25,12 @@ int exit_code_for(ErrorCode code) {
       return kStreamNotFound;
     case ErrorCode::stream_deleted:
       return kStreamDeleted;
+    case ErrorCode::subscription_not_found:
+      return kSubscriptionNotFound;
+    case ErrorCode::subscription_exists:
+      return kSubscriptionExists;
+    case ErrorCode::subscription_locked:
+      return kSubscriptionHeld;
     default:
       return kFailure;
   }
@@ -65,13 +71,14 @@ std::uint64_t parse_count(const std::string& text, std::string_view what) {
 
 int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, std::ostream& err) {
   CLI::App app{"sourced: an event store. Output is JSON (one object per line for lists).", "sourced"};
-  app.footer(
-      fmt::format("Exit codes: 0 ok; 1 failure (I/O, server); 2 usage or invalid input; 3 wrong expected version;\n"
-                  "4 stream not found; 5 stream deleted (tombstoned); 6 an event id is already stored elsewhere;\n"
-                  "7 the append was committed but its result could not be written to stdout (it is on stderr: do not\n"
-                  "retry). JSON input (--data, --metadata, stdin lines) is stored as given; it may nest {} levels.\n"
-                  "Event data that is not JSON is printed as \"data_base64\" (the same for metadata).",
-                  kMaxJsonDepth));
+  app.footer(fmt::format(
+      "Exit codes: 0 ok; 1 failure (I/O, server); 2 usage or invalid input; 3 wrong expected version;\n"
+      "4 stream not found; 5 stream deleted (tombstoned); 6 an event id is already stored elsewhere;\n"
+      "7 the append was committed but its result could not be written to stdout (it is on stderr: do not\n"
+      "retry); 8 no such subscription; 9 the subscription exists already; 10 another consumer holds the\n"
+      "subscription. JSON input (--data, --metadata, stdin lines) is stored as given; it may nest {} levels.\n"
+      "Event data that is not JSON is printed as \"data_base64\" (the same for metadata).",
+      kMaxJsonDepth));
   app.require_subcommand(1);
   Options o;
   app.add_option("--store", o.store, "SQLite file, postgres:// URL or memory: (empty, read-only)")
@@ -113,6 +120,41 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   del->add_option("--expected", o.expected, "any | no_stream | stream_exists | VERSION")->capture_default_str();
 
   auto* stats = app.add_subcommand("stats", "Show the store's engine, stream count and head position");
+  auto* subscription = app.add_subcommand("subscription", "Manage and consume a persistent subscription");
+  subscription->require_subcommand(1);
+  auto* sub_create = subscription->add_subcommand("create", "Create a persistent subscription to '$all' or a stream");
+  sub_create->add_option("name", o.subscription, "Subscription name")->required();
+  sub_create->add_option("--stream", o.source_stream, "The stream to read (default: '$all')");
+  sub_create->add_option("--category", o.category, "$all only: events of streams in this category");
+  sub_create->add_option("--type", o.types, "$all only: events of this type (repeat for several)");
+  add_optional(sub_create, "--from", o.from,
+               "start (default) | end (only events appended from now) | POSITION (or VERSION for a stream): the "
+               "first to deliver, inclusive");
+  add_optional(sub_create, "--max-in-flight", o.max_in_flight, "Most events delivered and not acknowledged (100)");
+  add_optional(sub_create, "--max-attempts", o.max_attempts, "Deliveries of one event before it is parked (10)");
+  auto* sub_delete = subscription->add_subcommand("delete", "Delete a subscription and its parked events");
+  sub_delete->add_option("name", o.subscription, "Subscription name")->required();
+  auto* sub_info = subscription->add_subcommand("info", "Show a subscription: source, checkpoint, lag, holder");
+  sub_info->add_option("name", o.subscription, "Subscription name")->required();
+  auto* sub_parked = subscription->add_subcommand("parked", "List a subscription's parked events as JSON lines");
+  sub_parked->add_option("name", o.subscription, "Subscription name")->required();
+  auto* sub_replay =
+      subscription->add_subcommand("replay-parked", "Deliver a subscription's parked events again (before new ones)");
+  sub_replay->add_option("name", o.subscription, "Subscription name")->required();
+  auto* sub_consume = subscription->add_subcommand(
+      "consume",
+      "Consume a subscription: print each event as a JSON line (as `read`) and acknowledge it once printed; "
+      "SIGINT/SIGTERM stop it (exit 0)");
+  sub_consume->add_option("name", o.subscription, "Subscription name")->required();
+  add_optional(sub_consume, "--count", o.count,
+               "Stop after this many events settled: handled, or (with --exec) parked after their last attempt");
+  sub_consume->add_flag("--wait", o.wait, "When another consumer holds it, wait for it (else exit 10 at once)");
+  add_optional(sub_consume, "--exec", o.exec,
+               "Run CMD (with sh -c) for each event, its JSON line on stdin: exit 0 acknowledges it, anything "
+               "else fails it (retried, then parked)");
+  auto* subscriptions = app.add_subcommand(
+      "subscriptions", "List persistent subscriptions as JSON lines (source, checkpoint, head, lag, holder)");
+
   auto* init = app.add_subcommand(
       "init", "Create the store or bring its schema up to date (idempotent; opening a store for writing also does it)");
 
@@ -136,6 +178,13 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
     if (del->parsed()) return delete_command(o, io);
     if (stats->parsed()) return stats_command(o, io);
     if (init->parsed()) return init_command(o, io);
+    if (sub_create->parsed()) return subscription_create_command(o, io);
+    if (sub_delete->parsed()) return subscription_delete_command(o, io);
+    if (sub_info->parsed()) return subscription_info_command(o, io);
+    if (sub_parked->parsed()) return subscription_parked_command(o, io);
+    if (sub_replay->parsed()) return subscription_replay_command(o, io);
+    if (sub_consume->parsed()) return subscription_consume_command(o, io);
+    if (subscriptions->parsed()) return subscriptions_command(o, io);
     return kUsage;
   } catch (const UsageError& e) {
     err << "sourced: " << redact(e.what(), o.store) << "\n";

@@ -41,6 +41,11 @@ struct Options {
   std::vector<std::string> types;
   // delete
   bool tombstone = false;
+  // subscription ... (the filters are `category` and `types`, the first key `from`, the count `count`)
+  std::string subscription;
+  std::string source_stream;
+  std::optional<std::string> max_in_flight, max_attempts, exec;
+  bool wait = false;
 };
 
 struct Io {
@@ -56,6 +61,16 @@ int info_command(const Options& o, Io& io);
 int delete_command(const Options& o, Io& io);
 int stats_command(const Options& o, Io& io);
 int init_command(const Options& o, Io& io);
+int subscription_create_command(const Options& o, Io& io);
+int subscription_delete_command(const Options& o, Io& io);
+int subscription_info_command(const Options& o, Io& io);
+int subscription_parked_command(const Options& o, Io& io);
+int subscription_replay_command(const Options& o, Io& io);
+int subscription_consume_command(const Options& o, Io& io);
+int subscriptions_command(const Options& o, Io& io);
+
+// Appends the JSON line `sourced read` prints for `e` (read_command.cpp).
+void append_event_json(std::string& out, const RecordedEvent& e);
 
 // Opening stores (store_access.cpp).
 // For a command that writes: refuses "memory:" (its events would vanish when the command exits).

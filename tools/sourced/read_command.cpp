@@ -163,6 +163,8 @@ std::unique_ptr<EventStore> wait_for_store(const std::string& location) {
 
 }  // namespace
 
+void append_event_json(std::string& out, const RecordedEvent& e) { LineWriter(out).event_json(e); }
+
 int read_command(const Options& o, Io& io) {
   if (o.follow && o.backward) throw UsageError("--follow reads forward, so it cannot be combined with --backward");
   std::uint64_t from = o.from ? parse_count(*o.from, "--from") : 0;
