@@ -188,8 +188,9 @@ class PersistentSubscription::Impl {
   }
 
   std::optional<PersistentDelivery> replay(std::uint64_t key) {
+    // The request is forgotten only once DeliveryState has taken it: a read that throws leaves both for
+    // the next call.
     Position position = replay_requests_.at(key);
-    replay_requests_.erase(key);
     ReadAllOptions o;
     o.from = position;
     o.max_count = 1;
@@ -197,11 +198,13 @@ class PersistentSubscription::Impl {
     const RecordedEvent* e = reader.try_next();
     if (!e || e->position != position) {
       state_->replay_gone(key);  // nothing left to deliver: unparked at the next save
+      replay_requests_.erase(key);
       return std::nullopt;
     }
     auto event = std::make_shared<const RecordedEvent>(*e);
     held_[key] = Held{event, true};
     std::uint32_t attempt = state_->replay(key);
+    replay_requests_.erase(key);
     return PersistentDelivery{std::move(event), key, attempt, true};
   }
 

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -441,6 +442,11 @@ class HolderProcess {
     char line[64] = {};
     return std::fgets(line, sizeof line, out_) && std::string(line) == "held\n";
   }
+  // True when the process printed nothing for `d` (it did not take the lease).
+  bool quiet_for(std::chrono::milliseconds d) {
+    struct pollfd p = {::fileno(out_), POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(d.count())) == 0;
+  }
   void kill() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGKILL);
@@ -493,7 +499,7 @@ TEST_P(Registry, OneLeaseAtATimeAcrossProcessesAndTakeoverWhenTheHolderDies) {
 
   // And the other way: while this process holds it, another one cannot take it.
   HolderProcess late(*location, "s");
-  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(late.quiet_for(300ms)) << "another process took the lease while this one held it";
   mine.reset();
   EXPECT_TRUE(late.wait_until_held());
 }
