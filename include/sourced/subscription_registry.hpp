@@ -46,10 +46,13 @@ struct PersistentSubscriptionConfig {
 
 // One subscription as stored. A value type.
 struct PersistentSubscriptionInfo {
+  // Its id in the store, never reused: a subscription deleted and created again under the same name has a
+  // new one (what its leases and its consumers' progress are tied to).
+  std::uint64_t id = 0;
   PersistentSubscriptionConfig config;
   std::uint64_t checkpoint = 0;
   std::uint64_t parked = 0;     // events parked now
-  std::uint64_t in_flight = 0;  // as last reported by its consumer (0 when none runs)
+  std::uint64_t in_flight = 0;  // as last reported by its consumer; 0 when nobody holds its lease
   std::string last_error;       // the last failure its consumer reported; empty when none
   Timestamp created_at;
   Timestamp updated_at;
@@ -80,6 +83,10 @@ struct SubscriptionProgress {
   std::vector<std::uint64_t> unparked;  // keys of parked events to remove
   std::uint64_t in_flight = 0;
   std::optional<std::string> last_error;  // nullopt: leave as stored
+  // The subscription the consumer holds the lease of (SubscriptionLease::subscription_id()): the progress
+  // is applied only while `name` still names it, so the consumer of a deleted subscription never writes
+  // into a successor of the same name. 0: whichever subscription `name` names now (tools, tests).
+  std::uint64_t subscription_id = 0;
 };
 
 // The subscription `name` does not exist.
@@ -116,9 +123,10 @@ class SubscriptionLocked : public Error {
 
 // Held by the one consumer of a subscription; releasing it (destroying it) lets the next one in. The
 // operating system or the server releases it when the holding process dies. Not thread-safe; may be
-// moved between threads; may outlive its store. Deleting the subscription does not end a lease (its
-// consumer learns of it when save_progress throws SubscriptionNotFound), and a new subscription of the
-// same name is not held by it.
+// moved between threads; may outlive its store. A lease holds one subscription, by id: deleting the
+// subscription does not end the lease (its consumer learns of it when save_progress, given the lease's
+// subscription_id(), throws SubscriptionNotFound), and a new subscription of the same name is not held
+// by it.
 class SubscriptionLease {
  public:
   virtual ~SubscriptionLease() = default;
@@ -127,6 +135,14 @@ class SubscriptionLease {
   // administrator ended it), which also released the lock. Memory and SQLite leases are never lost while
   // the process lives. Costs a round trip on PostgreSQL: check it before saving progress, not per event.
   virtual bool held() { return true; }
+  // The id (PersistentSubscriptionInfo::id) of the subscription it holds.
+  std::uint64_t subscription_id() const { return subscription_id_; }
+
+ protected:
+  explicit SubscriptionLease(std::uint64_t subscription_id) : subscription_id_(subscription_id) {}
+
+ private:
+  std::uint64_t subscription_id_;
 };
 
 class SubscriptionRegistry {
@@ -143,7 +159,8 @@ class SubscriptionRegistry {
   virtual std::vector<PersistentSubscriptionInfo> list() = 0;
 
   // Applies a consumer's progress atomically. The checkpoint never moves back (a lower one is ignored).
-  // Throws SubscriptionNotFound.
+  // Throws SubscriptionNotFound when `name` names no subscription, or another one than
+  // progress.subscription_id (when set).
   virtual void save_progress(std::string_view name, const SubscriptionProgress& progress) = 0;
   // Parked events in key order, after `after_key`, at most `limit`.
   virtual std::vector<ParkedEvent> parked(std::string_view name, std::uint64_t after_key = 0,
@@ -154,7 +171,10 @@ class SubscriptionRegistry {
 
   // Takes the subscription's one-consumer lease. With `wait`, blocks until the holder lets go (or dies),
   // `stop` is requested or `timeout` passes; without, fails at once. Throws SubscriptionLocked naming
-  // the holder when it could not take it, SubscriptionNotFound when there is no such subscription.
+  // the holder when it could not take it, SubscriptionNotFound when there is no such subscription. The
+  // lease holds the subscription `name` names when it is taken: a waiting acquire follows a subscription
+  // deleted and created again meanwhile (or throws SubscriptionNotFound if it looks while none exists),
+  // never waiting for the lease of a deleted one.
   virtual std::unique_ptr<SubscriptionLease> acquire(std::string_view name, bool wait,
                                                      std::chrono::milliseconds timeout, std::stop_token stop = {}) = 0;
   // Who holds the lease now (as in SubscriptionLocked::holder), or nullopt when nobody does (or there is

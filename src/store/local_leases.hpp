@@ -3,6 +3,7 @@
 // a store without a file). A lease is a guard: destroying it lets the next consumer in. Safe for
 // concurrent use; a lease may outlive the table that made it.
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,11 +16,12 @@ namespace sourced::detail {
 
 class LocalLeases {
  public:
-  // The lease on `key`, or nullptr when someone holds it.
-  std::unique_ptr<SubscriptionLease> try_take(const std::string& key, std::string holder) {
+  // The lease on `key` (of subscription `subscription_id`), or nullptr when someone holds it.
+  std::unique_ptr<SubscriptionLease> try_take(const std::string& key, std::string holder,
+                                              std::uint64_t subscription_id) {
     std::lock_guard lock(shared_->mu);
     if (!shared_->held.emplace(key, std::move(holder)).second) return nullptr;
-    return std::make_unique<Lease>(shared_, key);
+    return std::make_unique<Lease>(shared_, key, subscription_id);
   }
   std::optional<std::string> holder(const std::string& key) const {
     std::lock_guard lock(shared_->mu);
@@ -35,7 +37,8 @@ class LocalLeases {
   };
   class Lease final : public SubscriptionLease {
    public:
-    Lease(std::shared_ptr<Shared> shared, std::string key) : shared_(std::move(shared)), key_(std::move(key)) {}
+    Lease(std::shared_ptr<Shared> shared, std::string key, std::uint64_t subscription_id)
+        : SubscriptionLease(subscription_id), shared_(std::move(shared)), key_(std::move(key)) {}
     ~Lease() override {
       std::lock_guard lock(shared_->mu);
       shared_->held.erase(key_);

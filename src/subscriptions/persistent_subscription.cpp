@@ -41,8 +41,7 @@ class PersistentSubscription::Impl {
         options_(options),
         clock_(options.clock ? *options.clock : Clock::steady()) {
     lease_ = registry_.acquire(name_, options_.wait_for_lease, options_.lease_timeout, stop);
-    auto info = registry_.get(name_);
-    if (!info) throw SubscriptionNotFound(name_);
+    auto info = read_info();
     config_ = info->config;
     detail::DeliveryLimits limits{.max_in_flight = config_.max_in_flight,
                                   .max_attempts = config_.max_attempts,
@@ -126,6 +125,7 @@ class PersistentSubscription::Impl {
     progress.unparked = p.unparked;
     progress.in_flight = closing ? 0 : p.in_flight;
     progress.last_error = p.last_error;
+    progress.subscription_id = lease_->subscription_id();
     auto parked_at = sourced::now();
     for (const auto& r : p.newly_parked) {
       const RecordedEvent& e = *held_.at(r.key).event;
@@ -167,11 +167,14 @@ class PersistentSubscription::Impl {
     bool replay = false;
   };
 
-  void check_replays(Clock::TimePoint now) {
+  // The subscription the lease holds: not a successor of the same name (deleted and created again).
+  std::optional<PersistentSubscriptionInfo> read_info() {
     auto info = registry_.get(name_);
-    if (!info) throw SubscriptionNotFound(name_);
-    take_replay_requests(*info, now);
+    if (!info || info->id != lease_->subscription_id()) throw SubscriptionNotFound(name_);
+    return info;
   }
+
+  void check_replays(Clock::TimePoint now) { take_replay_requests(*read_info(), now); }
 
   void take_replay_requests(const PersistentSubscriptionInfo& info, Clock::TimePoint now) {
     replay_check_at_ = now + options_.replay_check_interval;

@@ -168,6 +168,7 @@ TEST_P(Registry, BadNamesAndSettingsAreRefusedBeforeAnythingIsStored) {
 
 TEST_P(Registry, TheCheckpointNeverMovesBack) {
   reg().create(config("s"));
+  auto lease = reg().acquire("s", false, 0ms);  // in_flight is reported while a consumer holds it
   reg().save_progress("s", {.checkpoint = 10});
   EXPECT_EQ(reg().get("s")->checkpoint, 10u);
   reg().save_progress("s", {.checkpoint = 4, .in_flight = 3});
@@ -179,6 +180,7 @@ TEST_P(Registry, TheCheckpointNeverMovesBack) {
 
 TEST_P(Registry, ProgressStoresParkedEventsCheckpointCountersAndErrorTogether) {
   reg().create(config("s"));
+  auto lease = reg().acquire("s", false, 0ms);
   auto before = reg().get("s")->updated_at;
   std::this_thread::sleep_for(2ms);
   ParkedEvent p5 = parked_event(5, "handler said no");
@@ -228,6 +230,7 @@ TEST_P(Registry, ProgressStoresParkedEventsCheckpointCountersAndErrorTogether) {
 TEST_P(Registry, AReaderNeverSeesHalfAProgressReport) {
   // Each report k parks key k and moves the checkpoint to k, so a whole state has parked == checkpoint.
   reg().create(config("s"));
+  auto lease = reg().acquire("s", false, 0ms);
   std::atomic<bool> done{false};
   std::thread writer([&] {
     for (std::uint64_t k = 1; k <= 150; ++k) {
@@ -382,6 +385,69 @@ TEST_P(Registry, ALeaseOnADeletedSubscriptionDoesNotHoldANewOneOfTheSameName) {
   EXPECT_NE(reg().acquire("s", false, 0ms), nullptr);
 }
 
+TEST_P(Registry, InFlightReadsZeroWhenNobodyHoldsTheLease) {
+  reg().create(config("s"));
+  {
+    auto lease = reg().acquire("s", false, 0ms);
+    reg().save_progress("s", {.checkpoint = 1, .in_flight = 7});
+    EXPECT_EQ(reg().get("s")->in_flight, 7u);
+    EXPECT_EQ(reg().list().at(0).in_flight, 7u);
+  }
+  // Its consumer left without reporting 0 (as one killed with SIGKILL does).
+  EXPECT_EQ(reg().get("s")->in_flight, 0u);
+  EXPECT_EQ(reg().list().at(0).in_flight, 0u);
+}
+
+TEST_P(Registry, ALeaseAndItsProgressBelongToOneSubscriptionNotASuccessorOfTheSameName) {
+  reg().create(config("s"));
+  auto old_lease = reg().acquire("s", false, 0ms);
+  std::uint64_t first = reg().get("s")->id;
+  EXPECT_EQ(old_lease->subscription_id(), first);
+  reg().save_progress("s", {.checkpoint = 2, .subscription_id = first});
+  EXPECT_EQ(reg().get("s")->checkpoint, 2u);
+
+  reg().remove("s");
+  reg().create(config("s"));
+  std::uint64_t second = reg().get("s")->id;
+  EXPECT_NE(second, first);
+  EXPECT_THROW(
+      reg().save_progress("s", {.checkpoint = 5000, .newly_parked = {parked_event(7)}, .subscription_id = first}),
+      SubscriptionNotFound);
+  EXPECT_EQ(reg().get("s")->checkpoint, 0u) << "the old consumer's progress went into the new subscription";
+  EXPECT_TRUE(reg().parked("s").empty());
+
+  auto lease = reg().acquire("s", false, 0ms);  // not held by the old lease
+  EXPECT_EQ(lease->subscription_id(), second);
+  reg().save_progress("s", {.checkpoint = 3, .subscription_id = second});
+  EXPECT_EQ(reg().get("s")->checkpoint, 3u);
+}
+
+TEST_P(Registry, AWaitingAcquireDoesNotWaitForADeletedSubscription) {
+  reg().create(config("s"));
+  auto old_lease = reg().acquire("s", false, 0ms);
+  std::unique_ptr<SubscriptionLease> lease;
+  bool not_found = false;
+  std::thread waiter([&] {
+    try {
+      lease = reg().acquire("s", true, 5s);
+    } catch (const SubscriptionNotFound&) {
+      not_found = true;  // it looked between the deletion and the creation
+    } catch (const Error&) {
+    }
+  });
+  std::this_thread::sleep_for(100ms);
+  reg().remove("s");
+  reg().create(config("s"));
+  auto t0 = std::chrono::steady_clock::now();
+  waiter.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "waited for the deleted subscription's lease";
+  ASSERT_TRUE(lease != nullptr || not_found);
+  if (lease) {
+    EXPECT_EQ(lease->subscription_id(), reg().get("s")->id) << "holds the deleted subscription";
+    EXPECT_THROW(reg().acquire("s", false, 0ms), SubscriptionLocked);
+  }
+}
+
 TEST_P(Registry, ALeaseOutlivesItsStore) {
   reg().create(config("s"));
   auto lease = reg().acquire("s", false, 0ms);
@@ -395,6 +461,7 @@ TEST_P(Registry, StateSurvivesReopeningTheStore) {
   PersistentSubscriptionConfig c = config("s");
   c.filter = EventFilter{.category = "order", .event_types = {"Placed"}};
   reg().create(c);
+  auto lease = reg().acquire("s", false, 0ms);  // held across the reopening: in_flight is still reported
   reg().save_progress("s", {.checkpoint = 9, .newly_parked = {parked_event(4)}, .in_flight = 1, .last_error = "e"});
   reg().request_replay("s");
   auto before = reg().get("s");

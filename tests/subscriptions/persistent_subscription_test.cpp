@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -345,6 +346,61 @@ TEST_P(Persistent, SaveTimesComeFromTheInjectedClock) {
   clock.advance(options.checkpoint_after);
   EXPECT_FALSE(sub.next(10ms));
   EXPECT_EQ(persistent_subscription_info(store(), "sub")->checkpoint, 2u) << "not saved once checkpoint_after passed";
+}
+
+TEST_P(Persistent, TheConsumerOfADeletedSubscriptionDoesNotWriteIntoItsSuccessor) {
+  append_n("a", 5);
+  create_persistent_subscription(store(), "mailer", {.max_attempts = 1});
+  auto options = quick();
+  options.checkpoint_after = 1h;  // nothing saved by itself
+  auto a = open_persistent_subscription(store(), "mailer", options);
+  for (std::uint64_t k = 1; k <= 4; ++k) {
+    EXPECT_EQ(next(a).key, k);
+    a.ack(k);
+  }
+  EXPECT_EQ(next(a).key, 5u);
+  a.nack(5, "parked");
+  EXPECT_EQ(a.checkpoint(), 5u);
+  delete_persistent_subscription(store(), "mailer");
+  create_persistent_subscription(store(), "mailer", {});
+  auto b = open_persistent_subscription(store(), "mailer", quick());
+  EXPECT_THROW(a.save(), SubscriptionNotFound);
+  auto info = persistent_subscription_info(store(), "mailer");
+  EXPECT_EQ(info->checkpoint, 0u) << "the old consumer's checkpoint went into the new subscription";
+  EXPECT_EQ(info->parked, 0u) << "the old consumer's parked event went into the new subscription";
+  EXPECT_EQ(next(b).key, 1u);
+}
+
+TEST_P(Persistent, AConsumerWaitingForTheLeaseOfADeletedSubscriptionDoesNotConsumeItsSuccessorBesideAnother) {
+  append_n("a", 3);
+  create_persistent_subscription(store(), "mailer", {});
+  auto a = open_persistent_subscription(store(), "mailer", quick());
+  EXPECT_EQ(next(a).key, 1u);
+  std::optional<PersistentSubscription> b;
+  bool not_found = false;
+  std::thread waiter([&] {
+    auto options = quick();
+    options.wait_for_lease = true;
+    options.lease_timeout = 5s;
+    try {
+      b.emplace(open_persistent_subscription(store(), "mailer", options));
+    } catch (const SubscriptionNotFound&) {
+      not_found = true;  // it looked between the deletion and the creation
+    } catch (const Error&) {
+    }
+  });
+  std::this_thread::sleep_for(100ms);
+  delete_persistent_subscription(store(), "mailer");
+  create_persistent_subscription(store(), "mailer", {.start = SubscriptionStart::after(Position(2))});
+  auto t0 = std::chrono::steady_clock::now();
+  waiter.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "waited for the deleted subscription's lease";
+  ASSERT_TRUE(b.has_value() || not_found);
+  if (!b) b.emplace(open_persistent_subscription(store(), "mailer", quick()));
+  EXPECT_EQ(next(*b).key, 3u);
+  EXPECT_THROW(open_persistent_subscription(store(), "mailer"), SubscriptionLocked) << "two consumers at once";
+  a.ack(1);
+  EXPECT_THROW(a.save(), SubscriptionNotFound);
 }
 
 TEST_P(Persistent, AFilteredSubscriptionsCheckpointMovesThroughEventsThatDoNotMatch) {

@@ -109,7 +109,7 @@ class MemoryRegistry final : public SubscriptionRegistry {
     std::lock_guard lock(mu_);
     if (subs_.count(config.name)) throw SubscriptionExists(config.name);
     Sub s;
-    s.id = ++last_id_;
+    s.id = s.info.id = ++last_id_;
     s.info.config = config;
     s.info.checkpoint = config.start_after;
     s.info.created_at = s.info.updated_at = now();
@@ -146,6 +146,8 @@ class MemoryRegistry final : public SubscriptionRegistry {
     Timestamp ts = now();
     std::lock_guard lock(mu_);
     Sub& s = find(name);
+    if (progress.subscription_id != 0 && progress.subscription_id != s.id)
+      throw SubscriptionNotFound(std::string(name));
     // Built aside and swapped in, so a failure (out of memory) leaves the stored state whole.
     auto parked = s.parked;
     for (auto key : progress.unparked) parked.erase(key);
@@ -180,15 +182,20 @@ class MemoryRegistry final : public SubscriptionRegistry {
   std::unique_ptr<SubscriptionLease> acquire(std::string_view name, bool wait, std::chrono::milliseconds timeout,
                                              std::stop_token stop) override {
     detail::validate_subscription_name(name);
-    std::string key = lease_key(name);
     std::unique_ptr<SubscriptionLease> lease;
+    std::uint64_t id = 0;
     bool taken = detail::poll_until(
         [&] {
-          lease = leases_.try_take(key, detail::this_process_holder());
+          // Looked up at every try: a subscription deleted and created again meanwhile has a new id.
+          id = find_id(name);
+          lease = leases_.try_take(std::to_string(id), detail::this_process_holder(), id);
           return lease != nullptr;
         },
         wait, timeout, stop);
-    if (!taken) throw SubscriptionLocked(std::string(name), leases_.holder(key).value_or("a consumer that just left"));
+    if (!taken) {
+      throw SubscriptionLocked(std::string(name),
+                               leases_.holder(std::to_string(id)).value_or("a consumer that just left"));
+    }
     return lease;
   }
 
@@ -212,14 +219,15 @@ class MemoryRegistry final : public SubscriptionRegistry {
     if (it == subs_.end()) throw SubscriptionNotFound(std::string(name));
     return it->second;
   }
-  static PersistentSubscriptionInfo info_of(const Sub& s) {
+  PersistentSubscriptionInfo info_of(const Sub& s) const {
     PersistentSubscriptionInfo info = s.info;
     info.parked = s.parked.size();
+    if (!leases_.holder(std::to_string(s.id))) info.in_flight = 0;  // what a consumer that left reported
     return info;
   }
-  std::string lease_key(std::string_view name) {
+  std::uint64_t find_id(std::string_view name) {
     std::lock_guard lock(mu_);
-    return std::to_string(find(name).id);
+    return find(name).id;
   }
 
   std::mutex mu_;

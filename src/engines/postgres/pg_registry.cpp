@@ -31,11 +31,16 @@ std::int32_t read_int4(const char* p) {
 }
 std::string i8(std::uint64_t v) { return std::to_string(v); }  // the shared rules keep keys below 2^63
 
-// Columns of an info row, binary format.
+// Columns of an info row, binary format; $1 is the schema's name. in_flight reads 0 when nobody holds the
+// lease (what a consumer killed while running last reported).
 constexpr const char* kInfoColumns =
     "s.name, s.stream, s.filter::text, s.start_after, s.max_in_flight, s.max_attempts, s.checkpoint, "
-    "(SELECT count(*) FROM {schema}.subscription_parked p WHERE p.subscription_id = s.id), s.in_flight, "
-    "s.last_error, s.created_at, s.updated_at";
+    "(SELECT count(*) FROM {schema}.subscription_parked p WHERE p.subscription_id = s.id), "
+    "CASE WHEN EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+    "AND l.classid = (SELECT oid FROM pg_namespace WHERE nspname = $1) AND l.objid = s.id::int8::oid "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())) "
+    "THEN s.in_flight ELSE 0::int8 END, "
+    "s.last_error, s.created_at, s.updated_at, s.id::int8";
 
 PersistentSubscriptionInfo read_info(const Result& r, int row) {
   PersistentSubscriptionInfo info;
@@ -51,6 +56,7 @@ PersistentSubscriptionInfo read_info(const Result& r, int row) {
   info.last_error.assign(r.get(row, 9));
   info.created_at = read_timestamptz(r.raw(row, 10));
   info.updated_at = read_timestamptz(r.raw(row, 11));
+  info.id = static_cast<std::uint64_t>(read_int8(r.raw(row, 12)));
   return info;
 }
 
@@ -69,7 +75,8 @@ struct LockKey {
 // it when the connection closes, however it closes (the process killed, the link broken).
 class AdvisoryLease final : public SubscriptionLease {
  public:
-  AdvisoryLease(std::unique_ptr<Connection> c, LockKey key) : conn_(std::move(c)), key_(key) {}
+  AdvisoryLease(std::unique_ptr<Connection> c, LockKey key)
+      : SubscriptionLease(static_cast<std::uint64_t>(key.id)), conn_(std::move(c)), key_(key) {}
   ~AdvisoryLease() override {
     // Unlocked before the connection closes, so the next consumer can take it at once: a closed
     // connection's backend lets go of its locks only once it has exited.
@@ -142,9 +149,9 @@ class PgRegistry final : public SubscriptionRegistry {
     validate_subscription_name(name);
     if (!has_tables()) return std::nullopt;
     Params p;
-    p.text(std::string(name));
+    p.text(host_.schema).text(std::string(name));
     // One statement: the row and its parked count come from one snapshot.
-    Result r = read(std::string("SELECT ") + kInfoColumns + " FROM {schema}.subscriptions s WHERE s.name = $1", p,
+    Result r = read(std::string("SELECT ") + kInfoColumns + " FROM {schema}.subscriptions s WHERE s.name = $2", p,
                     Format::binary, fmt::format("reading subscription '{}'", name));
     if (r.rows() == 0) return std::nullopt;
     return read_info(r, 0);
@@ -153,8 +160,9 @@ class PgRegistry final : public SubscriptionRegistry {
   std::vector<PersistentSubscriptionInfo> list() override {
     std::vector<PersistentSubscriptionInfo> out;
     if (!has_tables()) return out;
-    Params none;
-    Result r = read(std::string("SELECT ") + kInfoColumns + " FROM {schema}.subscriptions s ORDER BY s.name", none,
+    Params schema;
+    schema.text(host_.schema);
+    Result r = read(std::string("SELECT ") + kInfoColumns + " FROM {schema}.subscriptions s ORDER BY s.name", schema,
                     Format::binary, "listing subscriptions");
     for (int i = 0; i < r.rows(); ++i) out.push_back(read_info(r, i));
     return out;
@@ -198,9 +206,11 @@ class PgRegistry final : public SubscriptionRegistry {
     } else {
       p.null();
     }
-    p.binary(int8_bytes(pg_micros(ts)), kTimestamptzOid);
+    p.binary(int8_bytes(pg_micros(ts)), kTimestamptzOid).text(i8(progress.subscription_id));
+    // Another id: the consumer's subscription was deleted (and one of the same name created).
     Result r = write(
-        "WITH s AS (SELECT id FROM {schema}.subscriptions WHERE name = $1 FOR UPDATE), "
+        "WITH s AS (SELECT id FROM {schema}.subscriptions WHERE name = $1 AND ($16::int8 = 0 OR id = $16::int8) "
+        "  FOR UPDATE), "
         "del AS (DELETE FROM {schema}.subscription_parked p USING s "
         "  WHERE p.subscription_id = s.id AND p.key = ANY($2)), "
         "ins AS (INSERT INTO {schema}.subscription_parked (subscription_id, key, position, stream, version, "
@@ -281,10 +291,16 @@ class PgRegistry final : public SubscriptionRegistry {
       p.text(("sourced " + this_process_holder()).substr(0, 63));
       conn->query("SELECT set_config('application_name', $1, false)", p, Format::text, "naming a lease's session");
     }
-    Params p;
-    p.text(key->key1()).text(key->key2());
+    bool first_try = true;
     bool taken = poll_until(
         [&] {
+          // Looked up at every try but the first: a subscription deleted and created again meanwhile has a
+          // new id.
+          if (!first_try) key = lock_key(name);
+          first_try = false;
+          if (!key) throw SubscriptionNotFound(std::string(name));
+          Params p;
+          p.text(key->key1()).text(key->key2());
           Result r = conn->query("SELECT pg_try_advisory_lock($1::int4, $2::int4)", p, Format::text,
                                  fmt::format("taking the lease of subscription '{}'", name));
           return r.boolean(0, 0);

@@ -60,7 +60,7 @@ std::uint64_t u64(std::int64_t v) { return static_cast<std::uint64_t>(v); }
 constexpr const char* kSelectInfo =
     "SELECT s.name, s.stream, s.filter, s.start_after, s.max_in_flight, s.max_attempts, s.checkpoint, "
     "(SELECT count(*) FROM subscription_parked p WHERE p.subscription_id = s.id), s.in_flight, s.last_error, "
-    "s.created_at, s.updated_at FROM subscriptions s ";
+    "s.created_at, s.updated_at, s.id FROM subscriptions s ";
 
 PersistentSubscriptionInfo read_info(const Statement& st) {
   PersistentSubscriptionInfo info;
@@ -76,6 +76,7 @@ PersistentSubscriptionInfo read_info(const Statement& st) {
   info.last_error.assign(st.text(9));
   info.created_at = from_micros(st.int64(10));
   info.updated_at = from_micros(st.int64(11));
+  info.id = u64(st.int64(12));
   return info;
 }
 
@@ -117,7 +118,7 @@ struct flock lock_byte(std::int64_t id, short type) {
 // the process dies. The descriptor is close-on-exec, so a child process (`--exec CMD`) cannot keep it.
 class FileLease final : public SubscriptionLease {
  public:
-  explicit FileLease(int fd) : fd_(fd) {}
+  FileLease(int fd, std::int64_t id) : SubscriptionLease(u64(id)), fd_(fd) {}
 
  private:
   Fd fd_;
@@ -130,6 +131,28 @@ std::string lease_file(const std::string& path) {
   auto real = std::filesystem::canonical(path, ec);
   return (ec ? path : real.string()) + "-leases";
 }
+
+StorageError lease_file_error(std::string_view what, const std::string& path) {
+  return StorageError(fmt::format("cannot {} the subscription lease file '{}': {}", what, path, std::strerror(errno)));
+}
+
+// The lease file opened to see which leases are held (by any process, this one included).
+class LeaseFile {
+ public:
+  explicit LeaseFile(const std::string& path) : path_(path), fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {
+    if (fd_.get() < 0 && errno != ENOENT) throw lease_file_error("open", path_);
+  }
+  bool locked(std::uint64_t id) const {
+    if (fd_.get() < 0) return false;  // no lease was ever taken
+    struct flock fl = lock_byte(static_cast<std::int64_t>(id), F_WRLCK);
+    if (::fcntl(fd_.get(), F_OFD_GETLK, &fl) != 0) throw lease_file_error("inspect", path_);
+    return fl.l_type != F_UNLCK;
+  }
+
+ private:
+  const std::string& path_;
+  Fd fd_;
+};
 
 class SqliteRegistry final : public SubscriptionRegistry {
  public:
@@ -181,7 +204,10 @@ class SqliteRegistry final : public SubscriptionRegistry {
     ScopedStatement st = c->prepare(std::string(kSelectInfo) + "WHERE s.name = ?1");
     st->bind_text(1, name);
     if (!st->step()) return std::nullopt;
-    return read_info(*st);
+    auto info = read_info(*st);
+    LeaseFile leases(lock_path_);
+    if (!leases.locked(info.id)) info.in_flight = 0;
+    return info;
   }
 
   std::vector<PersistentSubscriptionInfo> list() override {
@@ -189,7 +215,11 @@ class SqliteRegistry final : public SubscriptionRegistry {
     if (!has_tables()) return out;
     auto c = host_.readers->acquire();
     ScopedStatement st = c->prepare(std::string(kSelectInfo) + "ORDER BY s.name");
-    while (st->step()) out.push_back(read_info(*st));
+    LeaseFile leases(lock_path_);
+    while (st->step()) {
+      out.push_back(read_info(*st));
+      if (!leases.locked(out.back().id)) out.back().in_flight = 0;
+    }
     return out;
   }
 
@@ -200,7 +230,10 @@ class SqliteRegistry final : public SubscriptionRegistry {
     Timestamp ts = now();
     host_.write([&](Connection& c, bool& writing) {
       auto id = find_id(c, name);
-      if (!id) throw SubscriptionNotFound(std::string(name));
+      // Another id: the consumer's subscription was deleted (and one of the same name created).
+      if (!id || (progress.subscription_id != 0 && *id != i64(progress.subscription_id))) {
+        throw SubscriptionNotFound(std::string(name));
+      }
       writing = true;
       {
         ScopedStatement st = c.prepare("DELETE FROM subscription_parked WHERE subscription_id = ?1 AND key = ?2");
@@ -302,6 +335,9 @@ class SqliteRegistry final : public SubscriptionRegistry {
     if (fd.get() < 0) throw io_error("open");
     bool taken = poll_until(
         [&] {
+          // Looked up at every try: a subscription deleted and created again meanwhile has a new id.
+          id = read_id(name);
+          if (!id) throw SubscriptionNotFound(std::string(name));
           struct flock fl = lock_byte(*id, F_WRLCK);
           if (::fcntl(fd.get(), F_OFD_SETLK, &fl) == 0) return true;
           if (errno == EAGAIN || errno == EACCES || errno == EINTR) return false;
@@ -309,7 +345,7 @@ class SqliteRegistry final : public SubscriptionRegistry {
         },
         wait, timeout, stop);
     if (!taken) throw SubscriptionLocked(std::string(name), describe_holder(*id).value_or("a consumer that just left"));
-    auto lease = std::make_unique<FileLease>(fd.release());
+    auto lease = std::make_unique<FileLease>(fd.release(), *id);
     // Who holds it, for holder() in any process. Written after the lock is taken: for a moment after a
     // takeover, holder() may still name the previous holder.
     std::string me = this_process_holder();
@@ -347,14 +383,7 @@ class SqliteRegistry final : public SubscriptionRegistry {
 
   // The holder of subscription `id`'s lease, or nullopt when its byte is not locked.
   std::optional<std::string> describe_holder(std::int64_t id) {
-    Fd fd(::open(lock_path_.c_str(), O_RDONLY | O_CLOEXEC));
-    if (fd.get() < 0) {
-      if (errno == ENOENT) return std::nullopt;  // no lease was ever taken
-      throw io_error("open");
-    }
-    struct flock fl = lock_byte(id, F_WRLCK);
-    if (::fcntl(fd.get(), F_OFD_GETLK, &fl) != 0) throw io_error("inspect");
-    if (fl.l_type == F_UNLCK) return std::nullopt;
+    if (!LeaseFile(lock_path_).locked(u64(id))) return std::nullopt;
     auto c = host_.readers->acquire();
     ScopedStatement st = c->prepare("SELECT holder FROM subscriptions WHERE id = ?1");
     st->bind(1, id);
@@ -362,10 +391,7 @@ class SqliteRegistry final : public SubscriptionRegistry {
     return std::string("a consumer that is starting");
   }
 
-  StorageError io_error(std::string_view what) const {
-    return StorageError(
-        fmt::format("cannot {} the subscription lease file '{}': {}", what, lock_path_, std::strerror(errno)));
-  }
+  StorageError io_error(std::string_view what) const { return lease_file_error(what, lock_path_); }
 
   RegistryHost host_;
   std::string lock_path_;
