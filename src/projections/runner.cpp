@@ -311,9 +311,13 @@ class ProjectionRunner::Impl {
     }
     failure_context_ = fmt::format("committing the batch through position {}", pending_);
     if (!tx_) tx_ = models_.begin_transaction();
-    if (pending_ > committed_ || batch_events_ > 0) attempts_ = 0;
-    tx_->save_state(state_row(pending_));
+    // A batch that moves the checkpoint ends a run of failures, once it has committed.
+    bool moves = pending_ > committed_ || batch_events_ > 0;
+    auto row = state_row(pending_);
+    if (moves) row.attempts = 0;
+    tx_->save_state(row);
     tx_->commit();
+    if (moves) attempts_ = 0;
     tx_.reset();
     failure_context_.clear();
     committed_ = pending_;

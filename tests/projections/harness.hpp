@@ -15,6 +15,9 @@
 #include "sourced/memory_projection_store.hpp"
 #include "sourced/projection.hpp"
 #include "sourced/sqlite_projection_store.hpp"
+#ifdef SOURCED_WITH_POSTGRES
+#include "sourced/postgres_projection_store.hpp"
+#endif
 #include "store/engines.hpp"
 
 namespace sourced::testing {
@@ -99,14 +102,50 @@ struct SqlModel {
   static std::string select(const std::string& t) { return "SELECT stream, n, pos_sum, last FROM " + t; }
 };
 
-class SqliteModels {
+// Where the events of a harness live: a SQLite file of its own, or a fresh PostgreSQL schema.
+class EventsIn {
+ public:
+  explicit EventsIn(bool postgres) {
+#ifdef SOURCED_WITH_POSTGRES
+    if (postgres) {
+      pg_ = std::make_unique<PostgresHarness>();
+      if (!pg_->skip_reason()) store_ = pg_->open();
+      return;
+    }
+#endif
+    if (!postgres) store_ = open_sqlite_store((dir_.path() / "events.db").string());
+  }
+  std::optional<std::string> skip_reason() const {
+    if (!store_) return std::string("SOURCED_TEST_PG is unset: PostgreSQL tests skipped");
+    return std::nullopt;
+  }
+  EventStore& store() { return *store_; }
+  // Where another process opens the same events with open_store().
+  std::string location() const {
+#ifdef SOURCED_WITH_POSTGRES
+    if (pg_) return *pg_->location();
+#endif
+    return (dir_.path() / "events.db").string();
+  }
+
+ private:
+  TempDir dir_;
+#ifdef SOURCED_WITH_POSTGRES
+  std::unique_ptr<PostgresHarness> pg_;
+#endif
+  std::unique_ptr<EventStore> store_;
+};
+
+template <bool kPostgresEvents>
+class SqliteModelsT {
  public:
   using Store = SqliteProjectionStore;
   using Tx = SqliteProjectionTransaction;
-  static constexpr const char* kName = "sqlite";
+  static constexpr const char* kName = kPostgresEvents ? "sqlite_models_postgres_events" : "sqlite";
 
-  std::optional<std::string> skip_reason() const { return std::nullopt; }
-  EventStore& events() { return *events_; }
+  std::optional<std::string> skip_reason() const { return events_.skip_reason(); }
+  EventStore& events() { return events_.store(); }
+  std::string events_location() const { return events_.location(); }
   Store& models() { return *models_; }
   Store& reopen_models() {
     models_.reset();
@@ -114,7 +153,8 @@ class SqliteModels {
     return *models_;
   }
   std::string models_path() const { return (dir_.path() / "models.db").string(); }
-  std::string events_path() const { return (dir_.path() / "events.db").string(); }
+  // Where a helper process opens the same read-model store.
+  std::string models_location() const { return models_path(); }
 
   Projection<Tx> projection(std::string name, BeforeApply before = {}) {
     Projection<Tx> p;
@@ -137,8 +177,68 @@ class SqliteModels {
 
  private:
   TempDir dir_;
-  std::unique_ptr<EventStore> events_ = open_sqlite_store(events_path());
+  EventsIn events_{kPostgresEvents};
   std::unique_ptr<Store> models_ = std::make_unique<Store>(models_path());
 };
+using SqliteModels = SqliteModelsT<false>;
+
+#ifdef SOURCED_WITH_POSTGRES
+template <bool kSqliteEvents>
+class PostgresModelsT {
+ public:
+  using Store = PostgresProjectionStore;
+  using Tx = PostgresProjectionTransaction;
+  static constexpr const char* kName = kSqliteEvents ? "postgres_models_sqlite_events" : "postgres";
+
+  PostgresModelsT() : url_(test_pg_url()), schema_(unique_pg_schema()) {
+    if (url_) models_ = std::make_unique<Store>(*url_, PostgresProjectionOptions{.schema = schema_});
+  }
+  ~PostgresModelsT() {
+    models_.reset();
+    if (url_) pg_admin_exec(*url_, "DROP SCHEMA IF EXISTS \"" + schema_ + "\" CASCADE");
+  }
+  std::optional<std::string> skip_reason() const {
+    if (!url_) return pg_skip_message();
+    return events_.skip_reason();
+  }
+  EventStore& events() { return events_.store(); }
+  std::string events_location() const { return events_.location(); }
+  Store& models() { return *models_; }
+  Store& reopen_models() {
+    models_.reset();
+    models_ = std::make_unique<Store>(*url_, PostgresProjectionOptions{.schema = schema_});
+    return *models_;
+  }
+  std::string models_location() const {
+    return *url_ + (url_->find('?') == std::string::npos ? "?" : "&") + "schema=" + schema_;
+  }
+
+  Projection<Tx> projection(std::string name, BeforeApply before = {}) {
+    Projection<Tx> p;
+    p.name = name;
+    p.handle = [sql = SqlModel::upsert(name, true), before](Tx& tx, const RecordedEvent& e) {
+      if (before) before(e);
+      tx.execute(sql, {e.stream, e.position.value()});
+    };
+    p.setup = [sql = SqlModel::create(name)](Tx& tx) { tx.execute(sql); };
+    p.clear = [sql = "DELETE FROM " + name](Tx& tx) { tx.execute(sql); };
+    return p;
+  }
+
+  Model model(const std::string& name) {
+    Model m;
+    models_->query(SqlModel::select(name), {},
+                   [&](const SqlRow& r) { m[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
+    return m;
+  }
+
+ private:
+  std::optional<std::string> url_;
+  std::string schema_;
+  EventsIn events_{!kSqliteEvents};
+  std::unique_ptr<Store> models_;
+};
+using PostgresModels = PostgresModelsT<false>;
+#endif
 
 }  // namespace sourced::testing

@@ -72,7 +72,11 @@ class Projections : public ::testing::Test {
   int next_stream_ = 0;
 };
 
+#ifdef SOURCED_WITH_POSTGRES
+using Stores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels, SqliteModelsT<true>, PostgresModelsT<true>>;
+#else
 using Stores = ::testing::Types<MemoryModels, SqliteModels>;
+#endif
 class StoreNames {
  public:
   template <class T>

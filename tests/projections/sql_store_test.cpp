@@ -28,7 +28,11 @@ class SqlProjections : public ::testing::Test {
   H h_;
 };
 
+#ifdef SOURCED_WITH_POSTGRES
+using SqlStores = ::testing::Types<SqliteModels, PostgresModels>;
+#else
 using SqlStores = ::testing::Types<SqliteModels>;
+#endif
 class StoreNames {
  public:
   template <class T>
