@@ -12,6 +12,7 @@
 #include <fstream>
 #include <random>
 #include <thread>
+#include <unordered_map>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -21,6 +22,8 @@
 #include "cqrs_bench.hpp"
 #include "sourced/open_store.hpp"
 #include "sourced/persistent_subscription.hpp"
+#include "sourced/postgres_projection_store.hpp"
+#include "sourced/sqlite_projection_store.hpp"
 #include "sourced/store.hpp"
 #include "sourced/subscription.hpp"
 
@@ -374,6 +377,92 @@ void bench_subscribe(EventStore& store, const std::string& location, std::uint64
   bench_latency(store, location, true, latency_events);
 }
 
+// Rebuilds a projection that keeps one row per stream (events applied, last position) from every event of
+// the store, into a read-model store; returns events/s. `coalesce`: the handler buffers its rows in memory
+// and writes each stream's row once per batch (end_batch) instead of one upsert per event.
+template <class Store>
+double bench_rebuild(EventStore& events, Store& models, bool dollar, bool coalesce, std::size_t batch) {
+  using Tx = typename Store::Transaction;
+  std::string p = dollar ? "$" : "?";
+  std::string table = coalesce ? "bench_rows_coalesced" : "bench_rows";
+  std::string upsert = fmt::format(
+      "INSERT INTO {0} (stream, n, last) VALUES ({1}1, {1}2, {1}3) ON CONFLICT (stream) DO UPDATE SET n = {0}.n + "
+      "excluded.n, last = excluded.last",
+      table, p);
+  std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> rows;
+  Projection<Tx> projection;
+  projection.name = table;
+  projection.setup = [&](Tx& tx) {
+    tx.execute(
+        fmt::format("CREATE TABLE IF NOT EXISTS {} (stream TEXT PRIMARY KEY, n BIGINT NOT NULL, last BIGINT "
+                    "NOT NULL)",
+                    table));
+  };
+  projection.clear = [&](Tx& tx) { tx.execute("DELETE FROM " + table); };
+  if (coalesce) {
+    projection.handle = [&](Tx&, const RecordedEvent& e) {
+      auto& r = rows[e.stream];
+      r.first += 1;
+      r.second = static_cast<std::int64_t>(e.position.value());
+    };
+    projection.begin_batch = [&](Tx&) { rows.clear(); };
+    projection.end_batch = [&](Tx& tx) {
+      for (auto& [stream, r] : rows) tx.execute(upsert, {stream, r.first, r.second});
+    };
+  } else {
+    projection.handle = [&](Tx& tx, const RecordedEvent& e) { tx.execute(upsert, {e.stream, 1, e.position.value()}); };
+  }
+  ProjectionRunnerOptions o{.start = StartMode::rebuild, .batch_events = batch, .stop_when_caught_up = true};
+  o.progress = ProgressDisplay::none;
+  std::uint64_t head = events.head_position().value();
+  auto start = SteadyClock::now();
+  ProjectionRunner runner(events, models, std::move(projection), o);
+  runner.wait_until_stopped(std::chrono::hours(1));
+  if (auto e = runner.error()) std::rethrow_exception(e);
+  double secs = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  auto state = models.load_state({table, 1, ""});
+  if (!state || state->checkpoint.value() != head) throw std::runtime_error("the rebuild did not reach the head");
+  return head / secs;
+}
+
+void bench_projection(EventStore& store, const std::string& location, std::uint64_t events, std::size_t batch) {
+  fill_to(store, events);
+  std::uint64_t head = store.head_position().value();
+  auto start = SteadyClock::now();
+  std::uint64_t n = 0;
+  std::size_t bytes = 0;
+  for (const auto& e : store.read_all()) {
+    ++n;
+    bytes += e.data.size();
+  }
+  double read_s = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  fmt::print("| read $all ({} events) | {} ev/s |\n", n, fmt_rate(n / read_s));
+  std::fflush(stdout);
+  auto row = [&](const char* where, const char* how, double rate) {
+    fmt::print("| rebuild one row per stream ({} events) into {} | {} | {} ev/s | {:.0f}% of read $all |\n", head,
+               where, how, fmt_rate(rate), 100.0 * rate * read_s / n);
+    std::fflush(stdout);
+  };
+  std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / fmt::format("sourced-bench-models-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  {
+    SqliteProjectionStore models((dir / "models.db").string());
+    row("SQLite (another file)", "upsert per event", bench_rebuild(store, models, false, false, batch));
+    row("SQLite (another file)", "rows buffered per batch", bench_rebuild(store, models, false, true, batch));
+  }
+  std::filesystem::remove_all(dir);
+  if (location.starts_with("postgres://") || location.starts_with("postgresql://")) {
+    std::string schema = fmt::format("sourced_bench_models_{}", ::getpid());
+    std::string url = location.substr(0, location.find("?schema="));
+    url = url.substr(0, url.find("&schema="));
+    PostgresProjectionStore models(url, {.schema = schema});
+    row("PostgreSQL (same server)", "upsert per event (pipelined)", bench_rebuild(store, models, true, false, batch));
+    row("PostgreSQL (same server)", "rows buffered per batch", bench_rebuild(store, models, true, true, batch));
+    models.query(fmt::format("SELECT 1 FROM pg_namespace WHERE nspname = '{}'", schema), {}, [](const SqlRow&) {});
+  }
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"sourced_bench: event store workloads"};
   std::string location;
@@ -384,7 +473,7 @@ int main(int argc, char** argv) {
   app.add_option("--store", location,
                  "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
   app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
-  app.add_option("--only", only, "Run only this group: append, read, memory, ids, subscribe or cqrs");
+  app.add_option("--only", only, "Run only this group: append, read, memory, ids, subscribe, cqrs or projection");
   std::vector<int> cqrs_clients = {1, 16};
   app.add_option("--cqrs-clients", cqrs_clients, "For --only cqrs: concurrent clients")->capture_default_str();
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
@@ -392,6 +481,10 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch_sizes, "Batch sizes for the append workloads")->capture_default_str();
   std::uint64_t subscribe_events = 1'000'000;
   app.add_option("--subscribe-events", subscribe_events, "For --only subscribe: events in the store (filled first)");
+  std::uint64_t projection_events = 1'000'000;
+  std::size_t projection_batch = 10000;
+  app.add_option("--projection-events", projection_events, "For --only projection: events in the store (filled first)");
+  app.add_option("--projection-batch", projection_batch, "For --only projection: events per committed batch");
   bool latency_writer_mode = false;
   int latency_events = 2000;
   app.add_flag("--latency-writer", latency_writer_mode, "Internal: the writer process of the latency workload");
@@ -422,6 +515,7 @@ int main(int argc, char** argv) {
     }
     if (only == "subscribe") bench_subscribe(*store, location, subscribe_events, seconds, latency_events);
     if (only == "cqrs") bench::bench_cqrs(*store, seconds, cqrs_clients);
+    if (only == "projection") bench_projection(*store, location, projection_events, projection_batch);
     if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
     if (only == "ids") {
       for (int threads : {1, 100}) bench_ids(threads, seconds);

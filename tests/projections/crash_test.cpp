@@ -1,0 +1,143 @@
+// SIGKILL during a rebuild and during follow, on each SQL read-model store: a projection process
+// (projection_worker) is killed at random moments, resumed (by another process, then in this one), and
+// the model must equal one built in a single clean pass: nothing applied twice, nothing skipped.
+
+#include <csignal>
+#include <random>
+#include <thread>
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include "projections/harness.hpp"
+
+extern char** environ;
+
+namespace sourced::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class Worker {
+ public:
+  Worker(const std::string& events, const std::string& kind, const std::string& models, const std::string& mode,
+         int delay_us) {
+    std::vector<std::string> args = {PROJECTION_WORKER, events, kind, models, mode, std::to_string(delay_us)};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    if (posix_spawn(&pid_, PROJECTION_WORKER, &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~Worker() {
+    if (pid_ > 0) kill_now();
+  }
+  // SIGKILLs the worker; true when it was still running (not ended by itself).
+  bool kill_now() {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+  }
+  bool started() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+ProjectionRunnerOptions quiet(ProjectionRunnerOptions o = {}) {
+  o.progress = ProgressDisplay::none;
+  o.log = [](std::string_view) {};
+  return o;
+}
+
+template <class H>
+class ProjectionCrash : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = h_.skip_reason()) GTEST_SKIP() << *why;
+  }
+  void append(int n, std::mt19937_64& rng) {
+    for (int i = 0; i < n; i += 10) {
+      std::vector<EventData> batch(10, event("E"));
+      h_.events().append("c-" + std::to_string(rng() % 37), ExpectedVersion::any(), batch);
+    }
+  }
+  std::string kind() const { return std::is_same_v<typename H::Store, SqliteProjectionStore> ? "sqlite" : "postgres"; }
+  std::uint64_t checkpoint() {
+    auto s = h_.models().load_state({"counts", 1, ""});
+    return s ? s->checkpoint.value() : 0;
+  }
+  // Resumes in this process up to the head, and compares with a clean pass and with the fold.
+  void finish_and_compare() {
+    ProjectionRunner resume(h_.events(), h_.models(), h_.projection("counts"), quiet({.stop_when_caught_up = true}));
+    ASSERT_TRUE(resume.wait_until_stopped(120s));
+    ASSERT_FALSE(resume.error());
+    ProjectionRunner clean(h_.events(), h_.models(), h_.projection("clean"),
+                           quiet({.start = StartMode::rebuild, .stop_when_caught_up = true}));
+    ASSERT_TRUE(clean.wait_until_stopped(120s));
+    auto model = h_.model("counts");
+    EXPECT_EQ(model, h_.model("clean"));
+    EXPECT_EQ(model, fold(h_.events()));
+  }
+  H h_;
+};
+
+#ifdef SOURCED_WITH_POSTGRES
+using CrashStores = ::testing::Types<SqliteModels, PostgresModels>;
+#else
+using CrashStores = ::testing::Types<SqliteModels>;
+#endif
+class StoreNames {
+ public:
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+TYPED_TEST_SUITE(ProjectionCrash, CrashStores, StoreNames);
+
+TYPED_TEST(ProjectionCrash, SigkillDuringARebuildThenResumeGivesTheCleanPassModel) {
+  std::mt19937_64 rng(42);
+  this->append(3000, rng);
+  const auto head = this->h_.events().head_position().value();
+  int killed_midway = 0;
+  for (int round = 0; round < 4; ++round) {
+    Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), round == 0 ? "rebuild" : "resume",
+             100);
+    ASSERT_TRUE(w.started());
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 200));
+    EXPECT_TRUE(w.kill_now()) << "the worker ended by itself";
+    auto c = this->checkpoint();
+    if (c > 0 && c < head) ++killed_midway;
+  }
+  EXPECT_GE(killed_midway, 1) << "no kill landed in the middle of the rebuild";
+  this->finish_and_compare();
+}
+
+TYPED_TEST(ProjectionCrash, SigkillDuringFollowThenResumeGivesTheCleanPassModel) {
+  std::mt19937_64 rng(7);
+  this->append(200, rng);
+  for (int round = 0; round < 4; ++round) {
+    Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), "resume", 200);
+    ASSERT_TRUE(w.started());
+    // Appends while the worker follows, then a kill at a random moment.
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100 + rng() % 300);
+    while (std::chrono::steady_clock::now() < until) {
+      this->append(10, rng);
+      std::this_thread::sleep_for(2ms);
+    }
+    EXPECT_TRUE(w.kill_now()) << "the worker ended by itself";
+  }
+  EXPECT_GT(this->checkpoint(), 200u) << "the worker followed";
+  this->finish_and_compare();
+}
+
+}  // namespace
+}  // namespace sourced::testing
