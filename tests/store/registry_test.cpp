@@ -346,6 +346,26 @@ TEST_P(Registry, OneLeaseAtATimeWithinAProcess) {
   EXPECT_NE(reg().acquire("s", false, 0ms), nullptr);
 }
 
+// A consumer that runs a command (`sourced subscription consume --exec`) forks and execs while it holds
+// the lease: the child must not keep it alive after the consumer lets go (close-on-exec).
+TEST_P(Registry, AChildThatExecsDoesNotKeepTheLeaseAlive) {
+  reg().create(config("s"));
+  auto lease = reg().acquire("s", false, 0ms);
+  ASSERT_NE(lease, nullptr);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  lease.reset();
+  std::unique_ptr<SubscriptionLease> again;
+  EXPECT_NO_THROW(again = reg().acquire("s", true, 2s)) << "the exec'd child still holds the lease";
+  EXPECT_NE(again, nullptr);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+}
+
 TEST_P(Registry, AWaitingAcquireTakesOverWhenTheLeaseIsReleased) {
   reg().create(config("s"));
   auto lease = reg().acquire("s", false, 0ms);
