@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-./build/examples/bank/bank "${1:-./bank.db}"
+./build/examples/bank/bank --store "${1:-./bank.db}"

@@ -81,6 +81,13 @@ std::optional<PersistentSubscriptionInfo> persistent_subscription_info(EventStor
 // returns how many.
 std::uint64_t replay_parked_events(EventStore& store, std::string_view name);
 
+// What to do with an event whose delivery failed (EventStoreDB's nack actions).
+enum class NackAction {
+  retry,  // deliver it again after a back-off; parked after max_attempts deliveries
+  park,   // park it now, whatever its attempts (an error retrying cannot cure)
+  skip,   // settle it as if acknowledged (this delivery only, not cumulative), keeping the error as last_error
+};
+
 // How a consumer behaves; none of it is stored. A value type.
 struct PersistentConsumerOptions {
   // When another consumer holds the subscription: wait up to `lease_timeout`
@@ -143,6 +150,9 @@ class PersistentSubscription {
   // The delivery of `key` failed: retried after a back-off, or parked with
   // `error` after max_attempts deliveries. An unknown key is ignored.
   void nack(std::uint64_t key, std::string_view error);
+  // The delivery of `key` failed: what `action` says. Each action records `error` as the subscription's
+  // last_error (saved with the next progress). An unknown key is ignored.
+  void nack(std::uint64_t key, std::string_view error, NackAction action);
   // Saves progress now.
   void save();
   // Saves progress (reporting nothing in flight) and releases the lease.

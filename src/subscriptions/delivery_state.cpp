@@ -108,14 +108,21 @@ std::chrono::milliseconds DeliveryState::backoff(std::uint32_t attempts) const {
   return std::min(d, limits_.retry_backoff_max);
 }
 
-DeliveryState::NackOutcome DeliveryState::nack(std::uint64_t key, std::string error, Clock::TimePoint now) {
+DeliveryState::NackOutcome DeliveryState::nack(std::uint64_t key, std::string error, Clock::TimePoint now,
+                                               NackAction action) {
   auto it = std::find_if(outstanding_.begin(), outstanding_.end(), [&](const Delivery& d) { return d.key == key; });
   if (it == outstanding_.end()) return NackOutcome::unknown;
   Delivery d = *it;
   outstanding_.erase(it);
   Entry& e = table(d.replay).at(key);
   last_error_ = error;
-  if (e.attempts >= limits_.max_attempts) {
+  if (action == NackAction::skip) {
+    // Counts as an ack for saving: the checkpoint may pass it now.
+    settle(d);
+    ++acks_since_save_;
+    return NackOutcome::skipped;
+  }
+  if (action == NackAction::park || e.attempts >= limits_.max_attempts) {
     parked_.push_back({key, e.attempts, std::move(error)});
     table(d.replay).erase(key);
     return NackOutcome::parked;

@@ -94,9 +94,15 @@ class DeliveryState {
   // is still outstanding (not failed). Returns the keys it settled, in delivery order; none when `key` is
   // not outstanding.
   std::vector<std::uint64_t> ack(std::uint64_t key);
-  enum class NackOutcome { unknown, retry, parked };
-  // The delivery of `key` failed: retried after a back-off, or parked after max_attempts deliveries.
-  NackOutcome nack(std::uint64_t key, std::string error, Clock::TimePoint now);
+  enum class NackOutcome { unknown, retry, parked, skipped };
+  // What the consumer asks for a failed delivery (EventStoreDB's nack actions).
+  enum class NackAction {
+    retry,  // again after a back-off; parked once it was delivered max_attempts times
+    park,   // parked now, whatever its attempts
+    skip,   // settled as if acknowledged (that delivery only, not cumulative); the error is recorded
+  };
+  // The delivery of `key` failed: what `action` says. Every action records `error` as the last error.
+  NackOutcome nack(std::uint64_t key, std::string error, Clock::TimePoint now, NackAction action = NackAction::retry);
 
   std::uint64_t checkpoint() const;
   std::uint64_t in_flight() const { return main_.size() + replays_.size(); }

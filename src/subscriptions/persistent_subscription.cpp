@@ -113,9 +113,13 @@ class PersistentSubscription::Impl {
     for (auto k : state_->ack(key)) held_.erase(k);
   }
 
-  void nack(std::uint64_t key, std::string_view error) {
-    // A parked event stays held until the save that records it.
-    state_->nack(key, std::string(error), clock_.now());
+  void nack(std::uint64_t key, std::string_view error, NackAction action) {
+    using A = detail::DeliveryState::NackAction;
+    A a = action == NackAction::park ? A::park : action == NackAction::skip ? A::skip : A::retry;
+    // A parked event stays held until the save that records it; a skipped one is settled now.
+    if (state_->nack(key, std::string(error), clock_.now(), a) == detail::DeliveryState::NackOutcome::skipped) {
+      held_.erase(key);
+    }
   }
 
   void save(Clock::TimePoint now, bool closing) {
@@ -263,7 +267,12 @@ std::optional<PersistentDelivery> PersistentSubscription::next(std::chrono::mill
   return impl_->next(timeout, stop);
 }
 void PersistentSubscription::ack(std::uint64_t key) { impl_->ack(key); }
-void PersistentSubscription::nack(std::uint64_t key, std::string_view error) { impl_->nack(key, error); }
+void PersistentSubscription::nack(std::uint64_t key, std::string_view error) {
+  impl_->nack(key, error, NackAction::retry);
+}
+void PersistentSubscription::nack(std::uint64_t key, std::string_view error, NackAction action) {
+  impl_->nack(key, error, action);
+}
 void PersistentSubscription::save() {
   if (impl_->open()) impl_->save_now();
 }

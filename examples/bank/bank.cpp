@@ -1,0 +1,103 @@
+#include "bank.hpp"
+
+#include <filesystem>
+
+#include "sourced/command.hpp"
+#include "sourced/open_store.hpp"
+
+namespace bank {
+
+std::string mail_path_for(const std::string& store) {
+  if (is_postgres_location(store) || store == "memory:") return "bank-mail.txt";
+  std::filesystem::path p(sqlite_path(store));
+  return (p.parent_path() / (p.stem().string() + "-mail.txt")).string();
+}
+
+Bank::Bank(BankOptions options)
+    : options_(std::move(options)), mail_path_(options_.mail.empty() ? mail_path_for(options_.store) : options_.mail) {
+  store_ = sourced::open_store(options_.store);
+  // The defaults, spelled out: a teller who loses a race reloads and decides again a few times.
+  accounts_ = std::make_unique<AccountRepository>(*store_, account_events(), Account{},
+                                                  sourced::RepositoryOptions{.max_conflict_retries = 5});
+  bus_.register_handler<OpenAccount>(*accounts_);
+  bus_.register_handler<Deposit>(*accounts_);
+  bus_.register_handler<Withdraw>(*accounts_);
+  bus_.register_handler<CloseAccount>(*accounts_);
+  balances_ = open_balances(options_.store);
+}
+
+Bank::~Bank() { stop(); }
+
+sourced::ProjectionRunner& Bank::run_balances() {
+  if (!balances_runner_) {
+    balances_runner_ = balances_->start(
+        *store_, {.batch_interval = std::chrono::milliseconds(20), .progress = sourced::ProgressDisplay::none});
+  }
+  return *balances_runner_;
+}
+
+sourced::EventHandlerRunner* Bank::run_mailer(bool wait,
+                                              std::function<void(const std::string&, const std::string&)> sent) {
+  if (!mailer_) {
+    try {
+      mailer_ = std::make_unique<sourced::EventHandlerRunner>(
+          *store_, mailer(std::make_shared<Mailbox>(mail_path_), std::move(sent)),
+          sourced::EventHandlerOptions{.wait_for_lease = wait, .checkpoint_after_acks = 20});
+    } catch (const sourced::SubscriptionLocked&) {
+      if (wait) throw;
+      return nullptr;
+    }
+  }
+  return mailer_.get();
+}
+
+void Bank::wait_for_balances(sourced::Position position, std::chrono::milliseconds timeout) {
+  auto& runner = run_balances();
+  switch (runner.wait_for(position, timeout)) {
+    case sourced::WaitResult::reached:
+      return;
+    case sourced::WaitResult::timeout:
+      throw sourced::StorageError(fmt::format("the balances projection did not reach position {} within {} ms",
+                                              position.value(), timeout.count()));
+    case sourced::WaitResult::stopped:
+      break;
+  }
+  if (auto e = runner.error()) std::rethrow_exception(e);
+  throw sourced::StorageError(fmt::format("the balances projection stopped before position {}", position.value()));
+}
+
+void Bank::stop() {
+  if (mailer_) mailer_->stop();
+  if (balances_runner_) balances_runner_->stop();
+}
+
+void add_command_id_option(CLI::App* sub, std::optional<sourced::Uuid>& id) {
+  sub->add_option_function<std::string>(
+      "--command-id",
+      [&id](const std::string& text) {
+        id = sourced::Uuid::parse(text);
+        if (!id) throw CLI::ValidationError("--command-id", "'" + text + "' is not a UUID (8-4-4-4-12 hex digits)");
+      },
+      "the command's id: a repeat with the same id writes nothing (idempotent)");
+}
+
+std::string describe(const BalanceRow& row) {
+  return fmt::format("account-{}: owner {}, balance {}, {}, version {}", row.account, row.owner, row.balance,
+                     row.status, row.version);
+}
+
+int report_failure(const std::exception& e) {
+  fmt::print(stderr, "bank: {}\n", e.what());
+  if (dynamic_cast<const sourced::InvalidCommand*>(&e) || dynamic_cast<const BadInput*>(&e)) return kExitBadInput;
+  return kExitFailure;
+}
+
+void after_command(Bank& bank, const sourced::CommandResult& result) {
+  // Read your writes: the model has the command's events before the command returns. A repeat points at
+  // what the first run wrote, which the model has seen or is about to.
+  bank.wait_for_balances(result.position);
+  // The mail goes out now too, unless another bank process is sending it (then it sends this one as well).
+  if (auto* m = bank.run_mailer(false)) m->wait_for(result.position, std::chrono::seconds(10));
+}
+
+}  // namespace bank

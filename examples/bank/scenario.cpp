@@ -1,0 +1,119 @@
+// `bank [--store PATH|URL]`: the scripted scenario, on a store created fresh for it (a SQLite file is
+// deleted first; a PostgreSQL schema is dropped first), printing what happens.
+
+#include <filesystem>
+#include <mutex>
+
+#include "bank.hpp"
+#ifdef SOURCED_WITH_POSTGRES
+#include "sourced/postgres_projection_store.hpp"
+#endif
+
+namespace bank {
+namespace {
+
+void wipe(const BankOptions& options, const std::string& mail_path) {
+  std::filesystem::remove(mail_path);
+  if (is_postgres_location(options.store)) {
+#ifdef SOURCED_WITH_POSTGRES
+    // The store's schema (the URL's schema= or "sourced") and everything in it: events, subscriptions,
+    // the balances table and the projection state. A connection of the read-model store does it because
+    // that is the SQL this program can run.
+    sourced::PostgresProjectionStore models(options.store, {.schema = "sourced"});
+    auto tx = models.begin_transaction();
+    auto& pg = static_cast<sourced::PostgresProjectionTransaction&>(*tx);
+    std::string quoted = "\"" + models.schema() + "\"";
+    pg.execute("DROP SCHEMA " + quoted + " CASCADE");
+    tx->commit();
+#endif
+    return;
+  }
+  std::string path = sqlite_path(options.store);
+  for (auto suffix : {"", "-wal", "-shm", "-journal", "-leases"}) std::filesystem::remove(path + suffix);
+}
+
+void print_result(std::string_view what, const sourced::CommandResult& r) {
+  if (r.rejected()) {
+    fmt::print("  {}: rejected: {}\n", what, r.rejection->reason);
+  } else {
+    fmt::print("  {}: ok (version {}, position {})\n", what, r.stream_version.value(), r.position.value());
+  }
+}
+
+}  // namespace
+
+int run_scenario(const BankOptions& options) {
+  try {
+    const std::string mail_path = options.mail.empty() ? mail_path_for(options.store) : options.mail;
+    wipe(options, mail_path);
+    Bank bank(options);
+    std::mutex mu;
+    std::vector<std::string> mails;
+    bank.run_balances();
+    bank.run_mailer(true, [&](const std::string& to, const std::string& subject) {
+      std::lock_guard lock(mu);
+      mails.push_back(fmt::format("to {}: {}", to, subject));
+    });
+    const auto& bus = bank.bus();
+
+    fmt::print("A fresh bank in {}\n\nOpening accounts and depositing:\n", options.store);
+    print_result("open ada for Ada", bus.dispatch(OpenAccount{"ada", "Ada"}));
+    print_result("open bob for Bob", bus.dispatch(OpenAccount{"bob", "Bob"}));
+    print_result("deposit 100 into ada", bus.dispatch(Deposit{"ada", 100}));
+    print_result("deposit 50 into bob", bus.dispatch(Deposit{"bob", 50}));
+
+    fmt::print("\nA withdrawal the balance does not cover:\n");
+    print_result("withdraw 80 from bob", bus.dispatch(Withdraw{"bob", 80}));
+
+    // Two tellers, each with its own repository (as in two processes): teller 2 has loaded Ada's account
+    // before teller 1 writes to it, so its append expects an old version, fails, and its repository
+    // reloads the account and decides again on the new balance.
+    fmt::print("\nTwo tellers race on ada:\n");
+    AccountRepository teller1(bank.store(), account_events(), Account{});
+    AccountRepository teller2(bank.store(), account_events(), Account{});
+    auto seen = teller2.load("account-ada");
+    fmt::print("  teller 2 loads ada: balance {} at version {}\n", seen.state.balance, seen.version.value());
+    auto r1 = teller1.handle("account-ada", Withdraw{"ada", 70});
+    print_result("teller 1 withdraws 70 from ada", r1);
+    auto r2 = teller2.handle("account-ada", Withdraw{"ada", 20});
+    print_result("teller 2 withdraws 20 from ada", r2);
+    if (r2.attempts > 1) {
+      fmt::print(
+          "  teller 2's append expected version {}, found version {}: the repository reloaded ada and "
+          "decided again (attempts: {})\n",
+          seen.version.value(), r1.stream_version.value(), r2.attempts);
+    }
+
+    fmt::print("\nOpening and closing an account; a command repeated with its command id:\n");
+    auto id = sourced::Uuid::v7();
+    print_result("open cy for Cy", bus.dispatch(OpenAccount{"cy", "Cy"}, {.command_id = id}));
+    auto again = bus.dispatch(OpenAccount{"cy", "Cy"}, {.command_id = id});
+    fmt::print("  open cy again with command id {}: {}\n", id.to_string(),
+               again.repeated ? "a repeat, nothing written" : "written again (wrong!)");
+    print_result("close bob", bus.dispatch(CloseAccount{"bob"}));
+    print_result("close cy", bus.dispatch(CloseAccount{"cy"}));
+    print_result("deposit 5 into cy", bus.dispatch(Deposit{"cy", 5}));
+
+    auto head = bank.store().head_position();
+    bank.wait_for_balances(head);
+    fmt::print("\nBalances, read from the projection {} (table bank_balances, at position {}):\n", kBalancesProjection,
+               head.value());
+    for (const auto& row : bank.balances().all()) fmt::print("{}\n", describe(row));
+
+    auto* mailer = bank.run_mailer();
+    if (!mailer->wait_for(head, std::chrono::seconds(10))) {
+      throw sourced::StorageError("the mailer did not catch up with position " + std::to_string(head.value()));
+    }
+    {
+      std::lock_guard lock(mu);
+      fmt::print("\nE-mails the handler {} sent ({} in {}):\n", kMailerName, mails.size(), bank.mail_path());
+      for (const auto& m : mails) fmt::print("  {}\n", m);
+    }
+    bank.stop();
+    return kExitOk;
+  } catch (const std::exception& e) {
+    return report_failure(e);
+  }
+}
+
+}  // namespace bank

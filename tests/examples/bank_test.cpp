@@ -1,0 +1,200 @@
+// The `bank` example binary, run as a script would: its one-at-a-time commands' exit codes, messages and
+// idempotency by --command-id, and the scenario, on a SQLite file and on PostgreSQL.
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include "store/engines.hpp"
+
+namespace sourced::testing {
+namespace {
+
+struct Result {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+std::vector<EngineParam> sql_engines() {
+  std::vector<EngineParam> out;
+  for (auto& e : all_engines())
+    if (e.name != "memory") out.push_back(e);
+  return out;
+}
+
+class Bank : public ::testing::TestWithParam<EngineParam> {
+ protected:
+  void SetUp() override {
+    harness_ = GetParam().make();
+    if (auto why = harness_->skip_reason()) GTEST_SKIP() << *why;
+    location_ = *harness_->location();
+    mail_ = (dir_.path() / "mail.txt").string();
+  }
+
+  Result bank(const std::vector<std::string>& args) {
+    auto out = dir_.path() / "stdout", err = dir_.path() / "stderr";
+    std::string cmd = quote(BANK_BINARY);
+    for (const auto& a : args) cmd += " " + quote(a);
+    cmd += " --store " + quote(location_) + " --mail " + quote(mail_) + " >" + quote(out.string()) + " 2>" +
+           quote(err.string());
+    int status = std::system(("sh -c " + quote(cmd)).c_str());
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  }
+
+  std::uint64_t events_in(const std::string& stream) {
+    auto store = harness_->open();
+    auto info = store->stream_info(stream);
+    return info ? info->last_version.value() : 0;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<EngineHarness> harness_;
+  std::string location_;
+  std::string mail_;
+};
+
+TEST_P(Bank, CommandsExitZeroOnSuccessAndPrintWhatTheyDid) {
+  auto r = bank({"open", "ada", "Ada Lovelace"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("opened account ada for Ada Lovelace"), std::string::npos) << r.out;
+  r = bank({"deposit", "ada", "100"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = bank({"withdraw", "ada", "30"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("withdrew 30 from account ada"), std::string::npos) << r.out;
+  r = bank({"balance", "ada"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "account-ada: owner Ada Lovelace, balance 70, open, version 3\n");
+  // The mailer sent one message per event, each once.
+  std::string mail = slurp(mail_);
+  EXPECT_NE(mail.find("Subject: Welcome, Ada Lovelace"), std::string::npos) << mail;
+  EXPECT_NE(mail.find("Subject: 100 deposited"), std::string::npos) << mail;
+  EXPECT_NE(mail.find("Subject: 30 withdrawn"), std::string::npos) << mail;
+}
+
+TEST_P(Bank, DomainRejectionsExitThreeWithTheReasonOnStderr) {
+  ASSERT_EQ(bank({"open", "bob", "Bob"}).code, 0);
+  ASSERT_EQ(bank({"deposit", "bob", "20"}).code, 0);
+  auto r = bank({"withdraw", "bob", "50"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err, "bank: account bob cannot withdraw 50: the balance is 20\n");
+  EXPECT_EQ(r.out, "");
+  r = bank({"open", "bob", "Robert"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err, "bank: account bob already exists\n");
+  r = bank({"deposit", "nobody", "5"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err, "bank: account nobody does not exist\n");
+  r = bank({"close", "bob"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err, "bank: account bob cannot be closed: the balance is 20, not 0\n");
+  ASSERT_EQ(bank({"withdraw", "bob", "20"}).code, 0);
+  ASSERT_EQ(bank({"close", "bob"}).code, 0);
+  r = bank({"deposit", "bob", "1"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err, "bank: account bob is closed\n");
+  r = bank({"balance", "nobody"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err, "bank: account nobody does not exist\n");
+  EXPECT_EQ(bank({"balance", "bob"}).out, "account-bob: owner Bob, balance 0, closed, version 4\n");
+  EXPECT_EQ(events_in("account-bob"), 4u) << "a rejection writes nothing";
+}
+
+TEST_P(Bank, BadInputExitsTwoAndNamesWhatIsWrong) {
+  ASSERT_EQ(bank({"open", "cy", "Cy"}).code, 0);
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"deposit", "cy", "ten"}, "AMOUNT 'ten' is not a whole number of units"},
+           {{"deposit", "cy", "10.5"}, "AMOUNT '10.5' is not a whole number of units"},
+           {{"deposit", "cy", "-5"}, "AMOUNT -5 is out of range"},
+           {{"withdraw", "cy", "0"}, "AMOUNT 0 is out of range"},
+           {{"deposit", "cy", "99999999999999999999"}, "AMOUNT '99999999999999999999' is not a whole number"},
+           {{"deposit", "Cy-1", "5"}, "account id 'Cy-1' has 'C'; expected only a-z, 0-9 and _"},
+           {{"open", "", "Nobody"}, "an account id must not be empty"},
+           {{"balance", "a/b"}, "account id 'a/b' has '/'"},
+           {{"deposit", "cy", "5", "--command-id", "not-a-uuid"}, "'not-a-uuid' is not a UUID"},
+           {{"deposit", "cy"}, "AMOUNT is required"},
+           {{"transfer-everything"}, "transfer-everything"},
+       }) {
+    auto r = bank(c.args);
+    EXPECT_EQ(r.code, 2) << c.args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << "stderr: " << r.err;
+  }
+  EXPECT_EQ(events_in("account-cy"), 1u) << "bad input writes nothing";
+}
+
+TEST_P(Bank, ARepeatedCommandIdWritesOnce) {
+  const std::string id = Uuid::v7().to_string();
+  ASSERT_EQ(bank({"open", "dee", "Dee", "--command-id", Uuid::v7().to_string()}).code, 0);
+  auto first = bank({"deposit", "dee", "40", "--command-id", id});
+  ASSERT_EQ(first.code, 0) << first.err;
+  auto second = bank({"deposit", "dee", "40", "--command-id", id});
+  ASSERT_EQ(second.code, 0) << second.err;
+  EXPECT_NE(second.out.find("a repeat of command " + id + ": nothing written"), std::string::npos) << second.out;
+  EXPECT_EQ(events_in("account-dee"), 2u);
+  EXPECT_EQ(bank({"balance", "dee"}).out, "account-dee: owner Dee, balance 40, open, version 2\n");
+  // Without a command id, the same deposit is a new command.
+  ASSERT_EQ(bank({"deposit", "dee", "40"}).code, 0);
+  EXPECT_EQ(events_in("account-dee"), 3u);
+  // The same id for a withdrawal after other writes: still the first result (the deposit), nothing new.
+  auto reused = bank({"withdraw", "dee", "10", "--command-id", id});
+  EXPECT_EQ(reused.code, 0) << reused.err;
+  EXPECT_EQ(events_in("account-dee"), 3u);
+  // A repeated open is a repeat, not "already exists".
+  const std::string open_id = Uuid::v7().to_string();
+  ASSERT_EQ(bank({"open", "eve", "Eve", "--command-id", open_id}).code, 0);
+  auto again = bank({"open", "eve", "Eve", "--command-id", open_id});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(events_in("account-eve"), 1u);
+  // The mail went out once per event, however often the commands were repeated.
+  std::string mail = slurp(mail_);
+  std::size_t deposits = 0;
+  for (auto at = mail.find("Subject: 40 deposited"); at != std::string::npos;
+       at = mail.find("Subject: 40 deposited", at + 1))
+    ++deposits;
+  EXPECT_EQ(deposits, 2u) << mail;
+}
+
+TEST_P(Bank, TheScenarioRunsAndEndsWithTheBalancesFromTheProjection) {
+  // Twice: the scenario starts from a fresh store each time, even over what the commands left.
+  ASSERT_EQ(bank({"open", "zed", "Zed"}).code, 0);
+  for (int run = 0; run < 2; ++run) {
+    auto r = bank({});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("withdraw 80 from bob: rejected: account bob cannot withdraw 80: the balance is 50"),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("the repository reloaded ada and decided again (attempts: 2)"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("account-ada: owner Ada, balance 10, open, version 4\n"
+                         "account-bob: owner Bob, balance 50, open, version 2\n"
+                         "account-cy: owner Cy, balance 0, closed, version 2\n"),
+              std::string::npos)
+        << r.out;
+    EXPECT_EQ(r.out.find("account-zed"), std::string::npos) << "the store was not fresh";
+    EXPECT_NE(r.out.find("E-mails the handler bank-mailer sent (8 in "), std::string::npos) << r.out;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, Bank, ::testing::ValuesIn(sql_engines()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace sourced::testing
