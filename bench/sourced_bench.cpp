@@ -1,6 +1,7 @@
 // sourced_bench: the workloads users compare event stores on, with events/s and latency percentiles.
 //
-//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory|ids|subscribe|cqrs] [--memory-events N]
+//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory|ids|subscribe|cqrs|projection|follow]
+//                 [--memory-events N]
 //
 // Without --store, a fresh SQLite file in a temporary directory (durable settings) is used and removed.
 // Events carry ~200 bytes of JSON data and ~60 of metadata and go to 10,000 streams.
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "cqrs_bench.hpp"
+#include "follow_bench.hpp"
 #include "sourced/open_store.hpp"
 #include "sourced/persistent_subscription.hpp"
 #include "sourced/postgres_projection_store.hpp"
@@ -473,7 +475,13 @@ int main(int argc, char** argv) {
   app.add_option("--store", location,
                  "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
   app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
-  app.add_option("--only", only, "Run only this group: append, read, memory, ids, subscribe, cqrs or projection");
+  app.add_option("--only", only,
+                 "Run only this group: append, read, memory, ids, subscribe, cqrs, projection or follow");
+  double follow_seconds = 10;
+  int follow_rate = 10000;
+  app.add_option("--follow-seconds", follow_seconds, "For --only follow: seconds of sustained appends")
+      ->capture_default_str();
+  app.add_option("--follow-rate", follow_rate, "For --only follow: appended events per second")->capture_default_str();
   std::vector<int> cqrs_clients = {1, 16};
   app.add_option("--cqrs-clients", cqrs_clients, "For --only cqrs: concurrent clients")->capture_default_str();
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
@@ -516,6 +524,7 @@ int main(int argc, char** argv) {
     if (only == "subscribe") bench_subscribe(*store, location, subscribe_events, seconds, latency_events);
     if (only == "cqrs") bench::bench_cqrs(*store, seconds, cqrs_clients);
     if (only == "projection") bench_projection(*store, location, projection_events, projection_batch);
+    if (only == "follow") bench::bench_follow(*store, location, follow_seconds, follow_rate);
     if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
     if (only == "ids") {
       for (int threads : {1, 100}) bench_ids(threads, seconds);

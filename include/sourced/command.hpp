@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "sourced/decider.hpp"
 #include "sourced/error.hpp"
@@ -90,8 +91,14 @@ struct CommandResult {
   // The ids of the dispatch (command id filled in when it was generated).
   Uuid command_id;
   Uuid correlation_id;
+  // Read-your-writes (DispatchOptions::wait_for): the projections that had not processed `position`
+  // when the bus stopped waiting (timeout, runner stopped, unknown to the waiter). The command succeeded
+  // and its events stay written either way; empty when every projection asked for reached it.
+  std::vector<std::string> projections_behind;
 
   bool rejected() const { return rejection.has_value(); }
+  // True when every projection the dispatch waited for has processed what the command wrote.
+  bool projections_caught_up() const { return projections_behind.empty(); }
 };
 
 // The id of the `index`-th event a command writes: a name-based UUID of the command id, so repeating the

@@ -18,10 +18,22 @@
 // caller's, or the command id); the events written carry the correlation id, and the command id as
 // their causation id. A command id given by the caller makes the command idempotent (see Repository).
 //
-// Thread-safety: register handlers and middleware before the first dispatch; dispatch() may then be
+// Read-your-writes: the bus can wait, after a command, until named projections have processed what it
+// wrote. The projections layer is a sibling of this one, so the bus knows a projection only by a name and
+// a waiter (a ProjectionRunner gives one: runner.waiter()):
+//
+//   bus.register_projection("balances", balances_runner.waiter());
+//   auto r = bus.dispatch(Deposit{"42", 10}, {}, {.wait_for = {"balances"}, .timeout = 2s});
+//   if (!r.projections_caught_up()) ...   // the deposit is written; the balance may not show it yet
+//
+// A timeout is not a failure: the events stay written, and the result lists the projections that were
+// behind (CommandResult::projections_behind).
+//
+// Thread-safety: register handlers, projections and middleware before the first dispatch; dispatch() may then be
 // called from many threads at once (middleware must allow that). The handlers' repositories must outlive
 // the bus.
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -62,6 +74,20 @@ class Middleware {
   virtual void after(const CommandContext&, const CommandResult&) {}
   // When validation, the handler, or a middleware threw; the exception then reaches the caller.
   virtual void on_failure(const CommandContext&, const std::exception&) {}
+};
+
+// Blocks until a projection has processed `position` or `timeout` passes; true when it has. Called from
+// dispatching threads, many at once. A waiter that throws counts as not reached.
+using ProjectionWaiter = std::function<bool(Position position, std::chrono::milliseconds timeout)>;
+
+// How one dispatch ends. A value type.
+struct DispatchOptions {
+  // Projections (registered with CommandBus::register_projection) to wait for after the command, until
+  // each has processed the command's last event (CommandResult::position). Nothing is waited for when the
+  // command wrote nothing; a repeated command waits for the position of its first handling.
+  std::vector<std::string> wait_for;
+  // For all of them together, from when the handler returned.
+  std::chrono::milliseconds timeout{5000};
 };
 
 namespace detail {
@@ -119,11 +145,17 @@ class CommandBus {
   // Appends a middleware to the chain.
   CommandBus& use(std::shared_ptr<Middleware> middleware);
 
-  // Handles `command` (see the top of this header). Throws InvalidArgument when C has no handler,
-  // InvalidCommand when it fails its validation, and whatever the middleware or handler throw.
+  // Names a projection dispatches can wait for. Throws InvalidArgument on an empty name, a null waiter,
+  // or a name registered already.
+  CommandBus& register_projection(std::string name, ProjectionWaiter waiter);
+
+  // Handles `command` (see the top of this header), then waits for `options.wait_for` before the
+  // middleware's after() (which sees projections_behind). Throws InvalidArgument when C has no handler or
+  // a projection to wait for is not registered (both before anything is handled), InvalidCommand when it
+  // fails its validation, and whatever the middleware or handler throw.
   template <class C>
-  CommandResult dispatch(const C& command, CommandMeta meta = {}) const {
-    return dispatch(typeid(C), &command, std::move(meta));
+  CommandResult dispatch(const C& command, CommandMeta meta = {}, DispatchOptions options = {}) const {
+    return dispatch(typeid(C), &command, std::move(meta), options);
   }
 
   template <class C>
@@ -143,9 +175,12 @@ class CommandBus {
     std::function<CommandResult(const void*, const CommandContext&, bool idempotent)> handle;
   };
   void add(std::type_index type, Route route);
-  CommandResult dispatch(std::type_index type, const void* command, CommandMeta meta) const;
+  CommandResult dispatch(std::type_index type, const void* command, CommandMeta meta,
+                         const DispatchOptions& options) const;
+  void wait_for_projections(const DispatchOptions& options, CommandResult& result) const;
 
   std::unordered_map<std::type_index, Route> routes_;
+  std::unordered_map<std::string, ProjectionWaiter> projections_;
   std::vector<std::shared_ptr<Middleware>> middleware_;
 };
 

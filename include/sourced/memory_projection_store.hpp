@@ -45,6 +45,10 @@ class MemoryProjectionTransaction final : public ProjectionTransaction {
 
   void save_state(const ProjectionState& state) override;
   void commit() override;
+  // Blue/green: the switch is one swap of names under the store's lock (readers see old or new).
+  void show_table_as(std::string_view stable, std::string_view table) override;
+  void drop_table(std::string_view table) override;
+  void save_active_version(std::string_view name, std::uint32_t version) override;
 
  private:
   struct TableChanges {
@@ -54,6 +58,9 @@ class MemoryProjectionTransaction final : public ProjectionTransaction {
   MemoryProjectionStore& store_;
   std::map<std::string, TableChanges, std::less<>> changes_;
   std::vector<ProjectionState> states_;
+  std::map<std::string, std::string, std::less<>> shown_as_;  // stable name → table
+  std::vector<std::string> dropped_;
+  std::map<std::string, std::uint32_t, std::less<>> active_;
   bool committed_ = false;
 };
 
@@ -66,14 +73,21 @@ class MemoryProjectionStore final : public ProjectionStore {
   std::optional<ProjectionState> load_state(const ProjectionKey& key) override;
   std::vector<ProjectionState> list_states() override;
 
+  std::optional<std::uint32_t> active_version(std::string_view name) override;
+
+  // Reads of a table as committed. `table` may be a stable name a blue/green switch made show a
+  // version's table (like a SQL view): the read then sees that table.
   std::optional<std::string> get(std::string_view table, std::string_view key) const;
   // A copy of a table as committed (empty when it has no rows).
   Table table(std::string_view name) const;
 
  private:
   friend class MemoryProjectionTransaction;
+  const Table* find_table(std::string_view name) const;  // under mu_
   mutable std::shared_mutex mu_;
   std::map<std::string, Table, std::less<>> tables_;
+  std::map<std::string, std::string, std::less<>> shown_as_;
+  std::map<std::string, std::uint32_t, std::less<>> active_;
   std::vector<ProjectionState> states_;
 };
 

@@ -61,6 +61,7 @@ enum class ProjectionStatus {
   retrying,     // a batch failed; the runner waits (back-off) and tries again from the checkpoint
   stopped,      // the runner was stopped cleanly
   failed,       // a batch failed and the runner stopped (OnError::stop, or max_attempts reached)
+  retired,      // blue/green: a newer version was switched in for readers; this one no longer runs
 };
 std::string_view to_string(ProjectionStatus status);
 // Parses what to_string() prints; nullopt on anything else.
@@ -89,7 +90,28 @@ class ProjectionTransaction {
   virtual void save_state(const ProjectionState& state) = 0;
   // Commits; throws (and leaves nothing committed) when the store refuses. Once only.
   virtual void commit() = 0;
+
+  // The table this projection version writes for the model table readers know as `stable`:
+  // "<stable>_v<version>" (balances → balances_v2), so that a new version is built beside the old one
+  // (blue/green, blue_green.hpp) while readers query `stable`, which shows the active version's table.
+  // Needs the projection (set by the runner on each transaction it begins); InvalidArgument otherwise.
+  std::string table(std::string_view stable) const;
+  // The projection whose transaction this is: the runner sets it, table() uses it.
+  void set_projection(const ProjectionKey& key) { projection_ = key; }
+
+  // Blue/green switching, used by BlueGreenRunner (each store implements them; the defaults refuse).
+  // Makes readers of `stable` see `table` from this transaction's commit on (SQL stores: a view).
+  virtual void show_table_as(std::string_view stable, std::string_view table);
+  virtual void drop_table(std::string_view table);
+  // Records `version` as the one readers of `name` are served (table sourced_projection_active).
+  virtual void save_active_version(std::string_view name, std::uint32_t version);
+
+ private:
+  std::optional<ProjectionKey> projection_;
 };
+
+// The table name ProjectionTransaction::table() gives for a version: "<stable>_v<version>".
+std::string versioned_table(std::string_view stable, std::uint32_t version);
 
 // Where read models and their state rows live. Each concrete store names its transaction type
 // (`Transaction`), which is what a Projection's hooks receive. Thread-safety: see each store.
@@ -104,6 +126,9 @@ class ProjectionStore {
   // Writes one state row in a transaction of its own (what the runner uses to record a failure after
   // rolling a batch back).
   void save_state(const ProjectionState& state);
+  // Blue/green: the version of `name` readers are served (switched in last), or nullopt when none was.
+  // The default (a store without blue/green) says none.
+  virtual std::optional<std::uint32_t> active_version(std::string_view name);
 };
 
 // A projection: what it reads and how it writes. `Transaction` is the read-model store's transaction type
@@ -260,6 +285,10 @@ class ProjectionRunner {
   // Blocks until the projection has processed `position` (see ProjectionProgress::position), `timeout`
   // passes, or the runner stops. Position 0 is reached at once.
   WaitResult wait_for(Position position, std::chrono::milliseconds timeout) const;
+  // wait_for() as a function that says whether the position was reached: what the command bus takes
+  // for read-your-writes (CommandBus::register_projection). It shares the runner's progress, so it may
+  // outlive the runner: then it returns false at once (stopped).
+  std::function<bool(Position, std::chrono::milliseconds)> waiter() const;
   const ProjectionKey& key() const;
 
   class Impl;

@@ -59,6 +59,11 @@ class SqliteProjectionTransaction final : public ProjectionTransaction {
 
   void save_state(const ProjectionState& state) override;
   void commit() override;
+  // Blue/green: `stable` becomes a view over `table` (dropped and created in this transaction, so readers
+  // see the old view or the new one). `stable` must not be a table.
+  void show_table_as(std::string_view stable, std::string_view table) override;
+  void drop_table(std::string_view table) override;
+  void save_active_version(std::string_view name, std::uint32_t version) override;
 
   class Impl;
   explicit SqliteProjectionTransaction(std::unique_ptr<Impl> impl);
@@ -78,6 +83,7 @@ class SqliteProjectionStore final : public ProjectionStore {
   std::unique_ptr<ProjectionTransaction> begin_transaction() override;
   std::optional<ProjectionState> load_state(const ProjectionKey& key) override;
   std::vector<ProjectionState> list_states() override;
+  std::optional<std::uint32_t> active_version(std::string_view name) override;
 
   // Reads the model outside any batch: committed data only.
   void query(std::string_view sql, std::initializer_list<SqlValue> params,

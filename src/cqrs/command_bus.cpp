@@ -1,5 +1,6 @@
 #include "sourced/command_bus.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <cxxabi.h>
@@ -21,6 +22,34 @@ CommandBus& CommandBus::use(std::shared_ptr<Middleware> middleware) {
   return *this;
 }
 
+CommandBus& CommandBus::register_projection(std::string name, ProjectionWaiter waiter) {
+  if (name.empty()) throw InvalidArgument("a projection to wait for needs a name");
+  if (!waiter) throw InvalidArgument(fmt::format("projection '{}': a null waiter", name));
+  if (projections_.contains(name)) {
+    throw InvalidArgument(fmt::format("projection '{}' is registered on the command bus already", name));
+  }
+  projections_.emplace(std::move(name), std::move(waiter));
+  return *this;
+}
+
+void CommandBus::wait_for_projections(const DispatchOptions& options, CommandResult& result) const {
+  if (options.wait_for.empty() || result.position.value() == 0) return;
+  // One deadline for all: the caller's timeout bounds the whole dispatch's wait, not each projection's.
+  auto deadline = std::chrono::steady_clock::now() + options.timeout;
+  for (const auto& name : options.wait_for) {
+    // Rounded up: a waiter given what is left must not return before the caller's deadline.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    bool reached = false;
+    try {
+      reached = projections_.at(name)(result.position, std::max(left, std::chrono::milliseconds(0)));
+    } catch (...) {
+      // The command is written: a waiter's failure must not look like the command's.
+      reached = false;
+    }
+    if (!reached) result.projections_behind.push_back(name);
+  }
+}
+
 void CommandBus::add(std::type_index type, Route route) {
   std::string name = route.type_name;
   if (!routes_.emplace(type, std::move(route)).second) {
@@ -28,10 +57,17 @@ void CommandBus::add(std::type_index type, Route route) {
   }
 }
 
-CommandResult CommandBus::dispatch(std::type_index type, const void* command, CommandMeta meta) const {
+CommandResult CommandBus::dispatch(std::type_index type, const void* command, CommandMeta meta,
+                                   const DispatchOptions& options) const {
   auto it = routes_.find(type);
   if (it == routes_.end()) {
     throw InvalidArgument(fmt::format("no handler for command type {}", detail::type_name_of(type.name())));
+  }
+  for (const auto& name : options.wait_for) {
+    if (!projections_.contains(name)) {
+      throw InvalidArgument(fmt::format("command type {}: no projection '{}' to wait for is registered on the bus",
+                                        it->second.type_name, name));
+    }
   }
   const Route& route = it->second;
   const bool idempotent = meta.command_id.has_value();
@@ -53,6 +89,7 @@ CommandResult CommandBus::dispatch(std::type_index type, const void* command, Co
       if (auto error = route.validate(command)) throw InvalidCommand(route.type_name, std::move(*error));
     }
     CommandResult result = route.handle(command, ctx, idempotent);
+    wait_for_projections(options, result);
     for (std::size_t i = entered; i-- > 0;) middleware_[i]->after(ctx, result);
     return result;
   } catch (const std::exception& e) {

@@ -15,7 +15,26 @@ std::optional<std::string> MemoryProjectionTransaction::get(std::string_view tab
     cleared = t->second.cleared;
   }
   if (cleared) return std::nullopt;
-  return store_.get(table, key);
+  std::shared_lock lock(store_.mu_);
+  // The transaction's own tables by their real names: not through the stable names readers use.
+  auto t = store_.tables_.find(table);
+  if (t == store_.tables_.end()) return std::nullopt;
+  auto r = t->second.find(key);
+  if (r == t->second.end()) return std::nullopt;
+  return r->second;
+}
+
+void MemoryProjectionTransaction::show_table_as(std::string_view stable, std::string_view table) {
+  shown_as_.insert_or_assign(std::string(stable), std::string(table));
+}
+
+void MemoryProjectionTransaction::drop_table(std::string_view table) {
+  if (auto t = changes_.find(table); t != changes_.end()) changes_.erase(t);
+  dropped_.emplace_back(table);
+}
+
+void MemoryProjectionTransaction::save_active_version(std::string_view name, std::uint32_t version) {
+  active_.insert_or_assign(std::string(name), version);
 }
 
 void MemoryProjectionTransaction::put(std::string_view table, std::string_view key, std::string value) {
@@ -67,6 +86,9 @@ void MemoryProjectionTransaction::commit() {
   }
   std::sort(store_.states_.begin(), store_.states_.end(),
             [](const auto& a, const auto& b) { return order(a.key) < order(b.key); });
+  for (auto& t : dropped_) store_.tables_.erase(t);
+  for (auto& [stable, table] : shown_as_) store_.shown_as_.insert_or_assign(stable, table);
+  for (auto& [name, version] : active_) store_.active_.insert_or_assign(name, version);
   committed_ = true;
 }
 
@@ -87,19 +109,32 @@ std::vector<ProjectionState> MemoryProjectionStore::list_states() {
   return states_;
 }
 
+std::optional<std::uint32_t> MemoryProjectionStore::active_version(std::string_view name) {
+  std::shared_lock lock(mu_);
+  auto it = active_.find(name);
+  if (it == active_.end()) return std::nullopt;
+  return it->second;
+}
+
+const MemoryProjectionStore::Table* MemoryProjectionStore::find_table(std::string_view name) const {
+  if (auto s = shown_as_.find(name); s != shown_as_.end()) name = s->second;
+  auto t = tables_.find(name);
+  return t == tables_.end() ? nullptr : &t->second;
+}
+
 std::optional<std::string> MemoryProjectionStore::get(std::string_view table, std::string_view key) const {
   std::shared_lock lock(mu_);
-  auto t = tables_.find(table);
-  if (t == tables_.end()) return std::nullopt;
-  auto r = t->second.find(key);
-  if (r == t->second.end()) return std::nullopt;
+  const Table* t = find_table(table);
+  if (!t) return std::nullopt;
+  auto r = t->find(key);
+  if (r == t->end()) return std::nullopt;
   return r->second;
 }
 
 MemoryProjectionStore::Table MemoryProjectionStore::table(std::string_view name) const {
   std::shared_lock lock(mu_);
-  auto t = tables_.find(name);
-  return t == tables_.end() ? Table{} : t->second;
+  const Table* t = find_table(name);
+  return t ? *t : Table{};
 }
 
 }  // namespace sourced

@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS sourced_projections (
   attempts   integer     NOT NULL DEFAULT 0,
   updated_at timestamptz NOT NULL,
   PRIMARY KEY (name, version, partition)
+);
+CREATE TABLE IF NOT EXISTS sourced_projection_active (
+  name        text        NOT NULL PRIMARY KEY,
+  version     integer     NOT NULL,
+  switched_at timestamptz NOT NULL
 ))";
 
 constexpr std::string_view kSaveState =
@@ -338,6 +343,22 @@ void PostgresProjectionTransaction::save_state(const ProjectionState& s) {
 
 void PostgresProjectionTransaction::commit() { impl_->commit(); }
 
+void PostgresProjectionTransaction::show_table_as(std::string_view stable, std::string_view table) {
+  execute("DROP VIEW IF EXISTS " + pg::quote_ident(stable));
+  execute("CREATE VIEW " + pg::quote_ident(stable) + " AS SELECT * FROM " + pg::quote_ident(table));
+}
+
+void PostgresProjectionTransaction::drop_table(std::string_view table) {
+  execute("DROP TABLE IF EXISTS " + pg::quote_ident(table));
+}
+
+void PostgresProjectionTransaction::save_active_version(std::string_view name, std::uint32_t version) {
+  execute(
+      "INSERT INTO sourced_projection_active(name, version, switched_at) VALUES ($1, $2, now()) "
+      "ON CONFLICT (name) DO UPDATE SET version = excluded.version, switched_at = excluded.switched_at",
+      {name, version});
+}
+
 PostgresProjectionStore::PostgresProjectionStore(const std::string& url, PostgresProjectionOptions options)
     : impl_(std::make_unique<Impl>(url, std::move(options))) {}
 PostgresProjectionStore::~PostgresProjectionStore() = default;
@@ -376,6 +397,13 @@ std::vector<ProjectionState> PostgresProjectionStore::list_states() {
   std::vector<ProjectionState> out;
   query(std::string(kStateColumns) + " ORDER BY name, version, partition", {},
         [&](const SqlRow& r) { out.push_back(read_state(r)); });
+  return out;
+}
+
+std::optional<std::uint32_t> PostgresProjectionStore::active_version(std::string_view name) {
+  std::optional<std::uint32_t> out;
+  query("SELECT version FROM sourced_projection_active WHERE name = $1", {name},
+        [&](const SqlRow& r) { out = static_cast<std::uint32_t>(r.int64(0)); });
   return out;
 }
 

@@ -2,11 +2,15 @@
 
 #include <cstdio>
 
+#include <fmt/format.h>
+
 #include "projections/state_rows.hpp"
+#include "sourced/error.hpp"
 
 namespace sourced {
 namespace {
-constexpr std::string_view kStatusNames[] = {"rebuilding", "catching_up", "following", "retrying", "stopped", "failed"};
+constexpr std::string_view kStatusNames[] = {"rebuilding", "catching_up", "following", "retrying",
+                                             "stopped",    "failed",      "retired"};
 
 }  // namespace
 
@@ -18,6 +22,34 @@ std::optional<ProjectionStatus> parse_projection_status(std::string_view text) {
   }
   return std::nullopt;
 }
+
+std::string versioned_table(std::string_view stable, std::uint32_t version) {
+  return fmt::format("{}_v{}", stable, version);
+}
+
+std::string ProjectionTransaction::table(std::string_view stable) const {
+  if (!projection_) {
+    throw InvalidArgument(
+        fmt::format("table('{}'): this transaction belongs to no projection (the runner sets it)", stable));
+  }
+  return versioned_table(stable, projection_->version);
+}
+
+void ProjectionTransaction::show_table_as(std::string_view stable, std::string_view table) {
+  throw InvalidArgument(
+      fmt::format("this read-model store cannot show table '{}' as '{}': it has no blue/green switch", table, stable));
+}
+
+void ProjectionTransaction::drop_table(std::string_view table) {
+  throw InvalidArgument(fmt::format("this read-model store cannot drop table '{}'", table));
+}
+
+void ProjectionTransaction::save_active_version(std::string_view name, std::uint32_t version) {
+  throw InvalidArgument(
+      fmt::format("this read-model store cannot record version {} of projection '{}' as active", version, name));
+}
+
+std::optional<std::uint32_t> ProjectionStore::active_version(std::string_view) { return std::nullopt; }
 
 void ProjectionStore::save_state(const ProjectionState& state) {
   auto tx = begin_transaction();

@@ -190,6 +190,13 @@ class ProjectionRunner::Impl {
     return ProjectionState{p_.key, Position(checkpoint), status_, last_error_, attempts_, now()};
   }
 
+  // Every transaction knows its projection, so the hooks' tx.table("x") names this version's tables.
+  std::unique_ptr<ProjectionTransaction> begin() {
+    auto tx = models_.begin_transaction();
+    tx->set_projection(p_.key);
+    return tx;
+  }
+
   void prepare() {
     auto saved = models_.load_state(p_.key);
     // committed_ mirrors the stored checkpoint at all times: a failure recorded before the rebuild's clear
@@ -201,14 +208,14 @@ class ProjectionRunner::Impl {
     }
     if (p_.setup) {
       failure_context_ = "setting up";
-      auto tx = models_.begin_transaction();
+      auto tx = begin();
       p_.setup(*tx);
       tx->commit();
     }
     if (o_.start == StartMode::rebuild) {
       failure_context_ = "clearing the model for a rebuild";
       status_ = ProjectionStatus::rebuilding;
-      auto tx = models_.begin_transaction();
+      auto tx = begin();
       p_.clear(*tx);
       tx->save_state(state_row(0));
       tx->commit();
@@ -280,7 +287,7 @@ class ProjectionRunner::Impl {
   void apply(const RecordedEvent& e) {
     if (!tx_) {
       failure_context_ = "starting a batch";
-      tx_ = models_.begin_transaction();
+      tx_ = begin();
       if (p_.begin_batch) p_.begin_batch(*tx_);
     }
     failure_context_ =
@@ -310,7 +317,7 @@ class ProjectionRunner::Impl {
       p_.end_batch(*tx_);
     }
     failure_context_ = fmt::format("committing the batch through position {}", pending_);
-    if (!tx_) tx_ = models_.begin_transaction();
+    if (!tx_) tx_ = begin();
     // A batch that moves the checkpoint ends a run of failures, once it has committed.
     bool moves = pending_ > committed_ || batch_events_ > 0;
     auto row = state_row(pending_);
@@ -461,6 +468,11 @@ std::exception_ptr ProjectionRunner::error() const { return impl_->error(); }
 ProjectionProgress ProjectionRunner::progress() const { return impl_->progress(); }
 WaitResult ProjectionRunner::wait_for(Position position, std::chrono::milliseconds timeout) const {
   return impl_->wait_for(position, timeout);
+}
+std::function<bool(Position, std::chrono::milliseconds)> ProjectionRunner::waiter() const {
+  return [impl = impl_](Position position, std::chrono::milliseconds timeout) {
+    return impl->wait_for(position, timeout) == WaitResult::reached;
+  };
 }
 const ProjectionKey& ProjectionRunner::key() const { return impl_->key(); }
 

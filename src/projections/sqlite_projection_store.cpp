@@ -25,7 +25,22 @@ CREATE TABLE IF NOT EXISTS sourced_projections (
   attempts   INTEGER NOT NULL DEFAULT 0,
   updated_at TEXT    NOT NULL,
   PRIMARY KEY (name, version, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sourced_projection_active (
+  name        TEXT    NOT NULL PRIMARY KEY,
+  version     INTEGER NOT NULL,
+  switched_at TEXT    NOT NULL
 ) WITHOUT ROWID)";
+
+// An identifier quoted for SQL: any name, no injection.
+std::string quoted(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
 
 constexpr std::string_view kSaveState =
     "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
@@ -166,6 +181,24 @@ void SqliteProjectionTransaction::save_state(const ProjectionState& s) {
                        to_string(s.status), s.last_error, s.attempts, updated});
 }
 
+void SqliteProjectionTransaction::show_table_as(std::string_view stable, std::string_view table) {
+  execute("DROP VIEW IF EXISTS " + quoted(stable));
+  execute("CREATE VIEW " + quoted(stable) + " AS SELECT * FROM " + quoted(table));
+}
+
+void SqliteProjectionTransaction::drop_table(std::string_view table) {
+  execute("DROP TABLE IF EXISTS " + quoted(table));
+}
+
+void SqliteProjectionTransaction::save_active_version(std::string_view name, std::uint32_t version) {
+  std::string now = format_timestamp(
+      Timestamp(std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now())));
+  execute(
+      "INSERT INTO sourced_projection_active(name, version, switched_at) VALUES (?1, ?2, ?3) "
+      "ON CONFLICT(name) DO UPDATE SET version = excluded.version, switched_at = excluded.switched_at",
+      {name, version, now});
+}
+
 void SqliteProjectionTransaction::commit() {
   if (impl_->done_) throw InvalidArgument("a projection transaction commits once");
   // A failed COMMIT (a deferred constraint, a busy or full disk) leaves the transaction open: the
@@ -195,6 +228,14 @@ std::vector<ProjectionState> SqliteProjectionStore::list_states() {
   std::lock_guard lock(impl_->read_mu_);
   run_query(*impl_->reader_, std::string(kStateColumns) + " ORDER BY name, version, partition", {},
             [&](const SqlRow& r) { out.push_back(read_state(r, impl_->path_)); });
+  return out;
+}
+
+std::optional<std::uint32_t> SqliteProjectionStore::active_version(std::string_view name) {
+  std::optional<std::uint32_t> out;
+  std::lock_guard lock(impl_->read_mu_);
+  run_query(*impl_->reader_, "SELECT version FROM sourced_projection_active WHERE name = ?1", {name},
+            [&](const SqlRow& r) { out = static_cast<std::uint32_t>(r.int64(0)); });
   return out;
 }
 

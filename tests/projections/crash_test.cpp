@@ -11,7 +11,9 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include "projections/blue_green_model.hpp"
 #include "projections/harness.hpp"
+#include "sourced/blue_green.hpp"
 
 extern char** environ;
 
@@ -137,6 +139,56 @@ TYPED_TEST(ProjectionCrash, SigkillDuringFollowThenResumeGivesTheCleanPassModel)
   }
   EXPECT_GT(this->checkpoint(), 200u) << "the worker followed";
   this->finish_and_compare();
+}
+
+// Blue/green: SIGKILL while version 2 builds beside version 1. Until the switch, readers of the stable name
+// see version 1 whole; a restarted process resumes version 2 from its checkpoint and switches it in.
+TYPED_TEST(ProjectionCrash, SigkillWhileANewVersionBuildsThenResumeAndSwitch) {
+  using Tx = typename TypeParam::Tx;
+  auto& models = this->h_.models();
+  std::mt19937_64 rng(99);
+  this->append(3000, rng);
+  const auto head = this->h_.events().head_position();
+  auto whole = [&](long version) {
+    CountsModel m;
+    for (const auto& e : this->h_.events().read_all({})) {
+      auto& row = m[e.stream];
+      row = {version, row.second + 1};
+    }
+    return m;
+  };
+  {
+    // Version 1 built and switched in by a worker, which is then killed while it follows.
+    Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), "blue_green_1", 0);
+    ASSERT_TRUE(w.started());
+    auto until = std::chrono::steady_clock::now() + 60s;
+    while (models.active_version("counts") != 1u && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(10ms);
+    }
+    ASSERT_EQ(models.active_version("counts"), 1u);
+    EXPECT_TRUE(w.kill_now());
+  }
+  int killed_midway = 0;
+  for (int round = 0; round < 3; ++round) {
+    Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), "blue_green_2", 150);
+    ASSERT_TRUE(w.started());
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 150));
+    EXPECT_TRUE(w.kill_now()) << "the worker ended by itself";
+    auto v2 = models.load_state({"counts", 2, ""});
+    if (v2 && v2->checkpoint.value() > 0 && v2->checkpoint < head) ++killed_midway;
+    // Not switched: readers still see version 1, whole.
+    EXPECT_EQ(models.active_version("counts"), 1u);
+    EXPECT_EQ(read_counts(models), whole(1)) << "round " << round;
+  }
+  EXPECT_GE(killed_midway, 1) << "no kill landed in the middle of version 2's build";
+  BlueGreenOptions o{.tables = {"counts"}};
+  o.runner.progress = ProgressDisplay::none;
+  o.runner.log = [](std::string_view) {};
+  BlueGreenRunner resume(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2)}, o);
+  ASSERT_TRUE(resume.wait_until_switched(120s));
+  EXPECT_EQ(models.active_version("counts"), 2u);
+  EXPECT_EQ(read_counts(models), whole(2));
+  EXPECT_EQ(models.load_state({"counts", 1, ""})->status, ProjectionStatus::retired);
 }
 
 }  // namespace

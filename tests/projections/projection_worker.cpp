@@ -2,15 +2,20 @@
 // from the events at EVENTS (any open_store() location) into the read-model store MODELS (KIND sqlite: a
 // file; postgres: a URL with ?schema=), rebuilding or resuming, and follows until it is killed. Each
 // event's handler waits DELAY_US microseconds, so a test can kill it in the middle of a batch.
+// blue_green_1 and blue_green_2 run the blue/green model (blue_green_model.hpp) through a BlueGreenRunner
+// with version 1, or versions 1 and 2 (version 2's handler waiting DELAY_US per event).
 //
-//   projection_worker EVENTS KIND MODELS rebuild|resume DELAY_US
+//   projection_worker EVENTS KIND MODELS rebuild|resume|blue_green_1|blue_green_2 DELAY_US
 
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "projections/blue_green_model.hpp"
+#include "sourced/blue_green.hpp"
 #include "sourced/open_store.hpp"
 #include "sourced/postgres_projection_store.hpp"
 #include "sourced/sqlite_projection_store.hpp"
@@ -47,25 +52,50 @@ int run(sourced::EventStore& events, Store& models, bool dollar, sourced::StartM
   return 1;  // only a failure ends it
 }
 
+template <class Store>
+int run_blue_green(sourced::EventStore& events, Store& models, int versions, int delay_us) {
+  using Tx = typename Store::Transaction;
+  std::vector<sourced::Projection<Tx>> v{sourced::testing::counts_version<Tx>(1)};
+  if (versions == 2) v.push_back(sourced::testing::counts_version<Tx>(2, delay_us));
+  sourced::BlueGreenOptions o{.tables = {"counts"}};
+  o.runner.batch_events = 50;
+  o.runner.batch_interval = std::chrono::milliseconds(20);
+  o.runner.progress = sourced::ProgressDisplay::none;
+  sourced::BlueGreenRunner runner(events, models, std::move(v), o);
+  std::cout << "started" << std::endl;
+  for (;;) {
+    if (runner.error()) return 1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+template <class Store>
+int run_mode(sourced::EventStore& events, Store& models, bool dollar, const std::string& mode, int delay_us) {
+  if (mode == "blue_green_1") return run_blue_green(events, models, 1, delay_us);
+  if (mode == "blue_green_2") return run_blue_green(events, models, 2, delay_us);
+  return run(events, models, dollar, mode == "rebuild" ? sourced::StartMode::rebuild : sourced::StartMode::resume,
+             delay_us);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 6) {
-    std::cerr << "usage: projection_worker EVENTS KIND MODELS rebuild|resume DELAY_US\n";
+    std::cerr << "usage: projection_worker EVENTS KIND MODELS rebuild|resume|blue_green_1|blue_green_2 DELAY_US\n";
     return 2;
   }
   try {
     auto events = sourced::open_store(argv[1]);
     std::string kind = argv[2];
-    auto mode = std::string(argv[4]) == "rebuild" ? sourced::StartMode::rebuild : sourced::StartMode::resume;
+    std::string mode = argv[4];
     int delay = std::atoi(argv[5]);
     if (kind == "sqlite") {
       sourced::SqliteProjectionStore models(argv[3]);
-      return run(*events, models, false, mode, delay);
+      return run_mode(*events, models, false, mode, delay);
     }
 #ifdef SOURCED_WITH_POSTGRES
     sourced::PostgresProjectionStore models(argv[3]);
-    return run(*events, models, true, mode, delay);
+    return run_mode(*events, models, true, mode, delay);
 #else
     return 2;
 #endif

@@ -1,0 +1,296 @@
+#include "sourced/blue_green.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "sourced/error.hpp"
+
+namespace sourced {
+namespace {
+using std::chrono::milliseconds;
+
+// The active version is read from the store at most this often: another process may switch.
+constexpr milliseconds kActiveCheck(500);
+}  // namespace
+
+// A control thread beside the runners: it never touches a batch, only starts and stops whole runners and
+// runs the switch in a transaction of its own (docs/projections.md, "Blue/green").
+class BlueGreenRunner::Impl {
+ public:
+  Impl(EventStore& events, ProjectionStore& models, std::vector<detail::ErasedProjection> versions,
+       BlueGreenOptions options)
+      : events_(events), models_(models), o_(std::move(options)) {
+    if (versions.empty()) throw InvalidArgument("blue/green needs at least one projection version");
+    if (o_.tables.empty()) {
+      throw InvalidArgument(
+          fmt::format("blue/green projection '{}': no tables to switch (options.tables)", versions.front().key.name));
+    }
+    name_ = versions.front().key.name;
+    for (auto& v : versions) {
+      if (v.key.name != name_) {
+        throw InvalidArgument(
+            fmt::format("blue/green versions of one projection: got '{}' and '{}'", name_, v.key.name));
+      }
+      std::uint32_t version = v.key.version;
+      if (!versions_.emplace(version, std::move(v)).second) {
+        throw InvalidArgument(fmt::format("blue/green projection '{}': version {} given twice", name_, version));
+      }
+    }
+    target_ = versions_.rbegin()->first;
+    o_.runner.start = StartMode::resume;
+    if (!o_.runner.log) o_.runner.log = [](std::string_view line) { fmt::print(stderr, "{}\n", line); };
+    active_ = models_.active_version(name_);
+    if (active_ && *active_ > target_) {
+      throw InvalidArgument(fmt::format(
+          "projection '{}': version {} is active, newer than version {} given to run; a version goes forward only",
+          name_, *active_, target_));
+    }
+    switched_ = active_ == target_;
+    if (switched_) {
+      drop_retired_tables();
+    } else if (active_) {
+      if (auto old = versions_.find(*active_); old != versions_.end()) {
+        old_ = std::make_shared<ProjectionRunner>(events_, models_, old->second, o_.runner);
+      } else {
+        o_.runner.log(
+            fmt::format("sourced: projection {}: version {} is active but not given here: its tables serve as they are "
+                        "until version {} is switched in",
+                        name_, *active_, target_));
+      }
+    }
+    target_runner_ = std::make_shared<ProjectionRunner>(events_, models_, versions_.at(target_), o_.runner);
+    thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
+  }
+
+  void stop() {
+    thread_.request_stop();
+    if (thread_.joinable()) thread_.join();
+    std::shared_ptr<ProjectionRunner> old, target;
+    {
+      std::lock_guard lock(mu_);
+      old = old_;
+      target = target_runner_;
+    }
+    if (old) old->stop();
+    if (target) target->stop();
+    std::lock_guard lock(mu_);
+    running_ = false;
+    cv_.notify_all();
+  }
+
+  std::uint32_t target_version() const { return target_; }
+
+  std::optional<std::uint32_t> active_version() const {
+    std::lock_guard lock(mu_);
+    return active_;
+  }
+
+  bool wait_until_switched(milliseconds timeout) const {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return switched_ || !running_ || failed_; });
+    return switched_;
+  }
+
+  WaitResult wait_for(Position position, milliseconds timeout) const {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto runner = serving();
+      auto left = std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto r = runner->wait_for(position, std::max(left, milliseconds(0)));
+      // The old version's runner stops at the switch: go on with the version that serves now.
+      if (r != WaitResult::stopped || serving() == runner || std::chrono::steady_clock::now() >= deadline) return r;
+    }
+  }
+
+  ProjectionProgress progress() const { return serving_after_switch()->progress(); }
+
+  std::exception_ptr error() const {
+    std::lock_guard lock(mu_);
+    return error_ ? error_ : target_runner_->error();
+  }
+
+ private:
+  std::shared_ptr<ProjectionRunner> serving() const {
+    std::lock_guard lock(mu_);
+    return switched_ || !old_ ? target_runner_ : old_;
+  }
+  std::shared_ptr<ProjectionRunner> serving_after_switch() const {
+    std::lock_guard lock(mu_);
+    return target_runner_;
+  }
+
+  void run(std::stop_token stop) {
+    auto last_check = std::chrono::steady_clock::now();
+    while (!stop.stop_requested()) {
+      try {
+        auto now = std::chrono::steady_clock::now();
+        if (now - last_check >= kActiveCheck) {
+          last_check = now;
+          if (!check_active()) return;
+        }
+        if (!switched_) {
+          if (!target_runner_->running()) {
+            std::lock_guard lock(mu_);
+            failed_ = true;
+            cv_.notify_all();
+            return;
+          }
+          auto p = target_runner_->progress();
+          if (p.live && p.status == ProjectionStatus::following) {
+            // Live means it reached the head once; the head it must reach is the one read now, so the
+            // readers switched to it miss nothing the old version showed.
+            auto head = events_.head_position();
+            if (target_runner_->wait_for(head, o_.catch_up_timeout) == WaitResult::reached) switch_now();
+          }
+        }
+      } catch (const std::exception& e) {
+        o_.runner.log(fmt::format("sourced: projection {}: blue/green switch to version {}: {}; trying again", name_,
+                                  target_, e.what()));
+      }
+      std::mutex m;
+      std::unique_lock lock(m);
+      std::condition_variable_any cv;
+      cv.wait_for(lock, stop, o_.poll, [] { return false; });
+    }
+  }
+
+  // What another process did: switched to this target (nothing left to do here but follow), or to a
+  // newer version (this one retires). False when this runner is done.
+  bool check_active() {
+    auto active = models_.active_version(name_);
+    if (!active || active == active_) return true;
+    if (*active == target_) {
+      if (old_) old_->stop();
+      std::lock_guard lock(mu_);
+      active_ = active;
+      switched_ = true;
+      cv_.notify_all();
+      return true;
+    }
+    if (*active > target_) {
+      o_.runner.log(fmt::format("sourced: projection {}: version {} was switched in elsewhere; version {} retires",
+                                name_, *active, target_));
+      if (old_) old_->stop();
+      target_runner_->stop();
+      mark_retired(target_);
+      std::lock_guard lock(mu_);
+      active_ = active;
+      running_ = false;
+      cv_.notify_all();
+      return false;
+    }
+    return true;
+  }
+
+  void mark_retired(std::uint32_t version) {
+    if (auto row = models_.load_state({name_, version, ""})) {
+      row->status = ProjectionStatus::retired;
+      models_.save_state(*row);
+    }
+  }
+
+  void switch_now() {
+    auto old = active_;
+    // The old version stops first: it must not overwrite its retired state row after the switch. Readers
+    // still see its tables, complete through what it committed.
+    if (old_) old_->stop();
+    try {
+      std::optional<ProjectionState> old_row;
+      if (old) old_row = models_.load_state({name_, *old, ""});
+      auto tx = models_.begin_transaction();
+      tx->set_projection(versions_.at(target_).key);
+      for (const auto& t : o_.tables) tx->show_table_as(t, versioned_table(t, target_));
+      tx->save_active_version(name_, target_);
+      if (old_row) {
+        old_row->status = ProjectionStatus::retired;
+        old_row->updated_at =
+            Timestamp(std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now()));
+        tx->save_state(*old_row);
+      }
+      tx->commit();
+    } catch (...) {
+      // Not switched: the old version goes on serving and following until the next try.
+      if (old_) {
+        auto restarted = std::make_shared<ProjectionRunner>(events_, models_, versions_.at(*old), o_.runner);
+        std::lock_guard lock(mu_);
+        old_ = std::move(restarted);
+      }
+      throw;
+    }
+    {
+      std::lock_guard lock(mu_);
+      active_ = target_;
+      switched_ = true;
+      cv_.notify_all();
+    }
+    o_.runner.log(fmt::format("sourced: projection {}: version {} switched in{}", name_, target_,
+                              old ? fmt::format(" (version {} retired)", *old) : std::string()));
+    if (old && o_.drop_old_tables) drop_tables(*old);
+  }
+
+  void drop_tables(std::uint32_t version) {
+    auto tx = models_.begin_transaction();
+    for (const auto& t : o_.tables) tx->drop_table(versioned_table(t, version));
+    tx->commit();
+  }
+
+  // A crash between the switch and the drop leaves the old tables: they go at the next start.
+  void drop_retired_tables() {
+    if (!o_.drop_old_tables) return;
+    for (const auto& s : models_.list_states()) {
+      if (s.key.name == name_ && s.key.version < target_ && s.status == ProjectionStatus::retired) {
+        drop_tables(s.key.version);
+      }
+    }
+  }
+
+  EventStore& events_;
+  ProjectionStore& models_;
+  BlueGreenOptions o_;
+  std::string name_;
+  std::map<std::uint32_t, detail::ErasedProjection> versions_;
+  std::uint32_t target_ = 0;
+
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::optional<std::uint32_t> active_;
+  bool switched_ = false;
+  bool running_ = true;
+  bool failed_ = false;
+  std::exception_ptr error_;
+  std::shared_ptr<ProjectionRunner> old_;
+  std::shared_ptr<ProjectionRunner> target_runner_;
+
+  std::jthread thread_;  // last: stopped before the rest goes
+};
+
+BlueGreenRunner::BlueGreenRunner(EventStore& events, ProjectionStore& models,
+                                 std::vector<detail::ErasedProjection> versions, BlueGreenOptions options)
+    : impl_(std::make_shared<Impl>(events, models, std::move(versions), std::move(options))) {}
+
+BlueGreenRunner::~BlueGreenRunner() { stop(); }
+
+void BlueGreenRunner::stop() { impl_->stop(); }
+std::uint32_t BlueGreenRunner::target_version() const { return impl_->target_version(); }
+std::optional<std::uint32_t> BlueGreenRunner::active_version() const { return impl_->active_version(); }
+bool BlueGreenRunner::wait_until_switched(std::chrono::milliseconds timeout) const {
+  return impl_->wait_until_switched(timeout);
+}
+WaitResult BlueGreenRunner::wait_for(Position position, std::chrono::milliseconds timeout) const {
+  return impl_->wait_for(position, timeout);
+}
+std::function<bool(Position, std::chrono::milliseconds)> BlueGreenRunner::waiter() const {
+  return [impl = impl_](Position position, std::chrono::milliseconds timeout) {
+    return impl->wait_for(position, timeout) == WaitResult::reached;
+  };
+}
+ProjectionProgress BlueGreenRunner::progress() const { return impl_->progress(); }
+std::exception_ptr BlueGreenRunner::error() const { return impl_->error(); }
+
+}  // namespace sourced

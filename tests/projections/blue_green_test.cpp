@@ -1,0 +1,212 @@
+// Blue/green projection versions on every read-model store: a new version builds beside the old one,
+// which keeps following and serving reads; the switch is atomic for a reader querying throughout; the
+// old version is retired and its tables dropped.
+
+#include "sourced/blue_green.hpp"
+
+#include <atomic>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "projections/blue_green_model.hpp"
+#include "projections/harness.hpp"
+
+namespace sourced::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+BlueGreenOptions options(int batch_events = 10000) {
+  BlueGreenOptions o;
+  o.tables = {"counts"};
+  o.runner.progress = ProgressDisplay::none;
+  o.runner.log = [](std::string_view) {};
+  o.runner.batch_events = static_cast<std::size_t>(batch_events);
+  o.runner.batch_interval = 20ms;
+  o.poll = 10ms;
+  return o;
+}
+
+template <class H>
+class BlueGreen : public ::testing::Test {
+ protected:
+  using Tx = typename H::Tx;
+  void SetUp() override {
+    if (auto why = h_.skip_reason()) GTEST_SKIP() << *why;
+  }
+  Position append(int n) {
+    Position last;
+    for (int i = 0; i < n; i += 10) {
+      std::vector<EventData> batch(10, event("E"));
+      last = h_.events().append("c-" + std::to_string(next_++ % 23), ExpectedVersion::any(), batch).last_position;
+    }
+    return last;
+  }
+  // The fold of the log as the counts model of `version`.
+  CountsModel expected(long version) {
+    CountsModel m;
+    for (const auto& e : h_.events().read_all({})) {
+      auto& row = m[e.stream];
+      row = {version, row.second + 1};
+    }
+    return m;
+  }
+  // True when table `t` exists in the read-model database (a read of it works).
+  bool table_exists(const std::string& t) {
+    if constexpr (std::is_same_v<typename H::Store, MemoryProjectionStore>) {
+      return !h_.models().table(t).empty();
+    } else {
+      try {
+        h_.models().query("SELECT 1 FROM " + t, {}, [](const SqlRow&) {});
+        return true;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }
+  }
+  H h_;
+  int next_ = 0;
+};
+
+#ifdef SOURCED_WITH_POSTGRES
+using Stores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels>;
+#else
+using Stores = ::testing::Types<MemoryModels, SqliteModels>;
+#endif
+class StoreNames {
+ public:
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+TYPED_TEST_SUITE(BlueGreen, Stores, StoreNames);
+
+TYPED_TEST(BlueGreen, TheFirstVersionIsShownOnceCaughtUp) {
+  using Tx = typename TestFixture::Tx;
+  this->append(500);
+  BlueGreenRunner runner(this->h_.events(), this->h_.models(), {counts_version<Tx>(1)}, options(50));
+  ASSERT_TRUE(runner.wait_until_switched(60s));
+  EXPECT_EQ(runner.active_version(), 1u);
+  EXPECT_EQ(this->h_.models().active_version("counts"), 1u);
+  EXPECT_EQ(read_counts(this->h_.models()), this->expected(1));
+  // It follows, and wait_for reads through the stable name.
+  auto pos = this->append(20);
+  EXPECT_EQ(runner.wait_for(pos, 10s), WaitResult::reached);
+  EXPECT_EQ(read_counts(this->h_.models()), this->expected(1));
+}
+
+TYPED_TEST(BlueGreen, ANewVersionBuildsBesideTheOldOneAndASwitchNeverShowsAHalfBuiltModel) {
+  using Tx = typename TestFixture::Tx;
+  auto& models = this->h_.models();
+  this->append(2000);
+  {
+    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, options());
+    ASSERT_TRUE(v1.wait_until_switched(60s));
+  }
+  const long before = events_and_version(read_counts(models)).first;
+  ASSERT_EQ(before, 2000);
+
+  // A reader querying the stable name throughout: every answer is one whole version, at least as far
+  // as the log was when the new version started.
+  std::atomic<bool> stop{false}, saw_v1{false}, saw_v2{false}, failed{false};
+  std::atomic<int> reads{0};
+  std::string bad;  // read once the reader has ended
+  std::jthread reader([&] {
+    while (!stop) {
+      try {
+        auto [events, version] = events_and_version(read_counts(models));
+        if (version != 1 && version != 2) {
+          bad = "a read saw version " + std::to_string(version);
+        } else if (events < before) {
+          bad = "version " + std::to_string(version) + " read half-built: " + std::to_string(events) + " events";
+        }
+        (version == 1 ? saw_v1 : saw_v2) = true;
+        ++reads;
+      } catch (const std::exception& e) {
+        bad = std::string("a read failed: ") + e.what();
+      }
+      if (!bad.empty()) {
+        failed = true;
+        return;
+      }
+    }
+  });
+
+  // Version 2 builds slowly, committing every 50 events into counts_v2.
+  BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2, 300)}, options(50));
+  EXPECT_EQ(v2.target_version(), 2u);
+  // Meanwhile version 1 follows and serves: new events show in it, read through the stable name.
+  auto pos = this->append(30);
+  ASSERT_EQ(v2.wait_for(pos, 10s), WaitResult::reached);
+  auto during = read_counts(models);
+  EXPECT_EQ(during, this->expected(1));
+  // Version 2 has committed part of its model, which nobody reads through the stable name.
+  auto until = std::chrono::steady_clock::now() + 10s;
+  std::optional<ProjectionState> building;
+  while (std::chrono::steady_clock::now() < until) {
+    building = models.load_state({"counts", 2, ""});
+    if (building && building->checkpoint.value() > 0) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(building);
+  EXPECT_LT(building->checkpoint, pos) << "version 2 was built before the test could look";
+  EXPECT_EQ(v2.active_version(), 1u) << "version 2 was switched in before it could have caught up";
+  EXPECT_TRUE(this->table_exists("counts_v2"));
+  EXPECT_EQ(events_and_version(read_counts(models)), std::make_pair(2030L, 1L));
+
+  ASSERT_TRUE(v2.wait_until_switched(60s));
+  auto reads_at_switch = reads.load();
+  while (reads.load() < reads_at_switch + 20 && !failed) std::this_thread::sleep_for(1ms);
+  stop = true;
+  reader.join();
+  EXPECT_EQ(bad, "");
+  EXPECT_TRUE(saw_v1);
+  EXPECT_TRUE(saw_v2);
+
+  EXPECT_EQ(models.active_version("counts"), 2u);
+  EXPECT_EQ(read_counts(models), this->expected(2));
+  auto old = models.load_state({"counts", 1, ""});
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->status, ProjectionStatus::retired);
+  // Dropped in a transaction after the switch's.
+  auto until_dropped = std::chrono::steady_clock::now() + 10s;
+  while (this->table_exists("counts_v1") && std::chrono::steady_clock::now() < until_dropped) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_FALSE(this->table_exists("counts_v1"));
+  // Version 2 follows after the switch.
+  pos = this->append(10);
+  EXPECT_EQ(v2.wait_for(pos, 10s), WaitResult::reached);
+  EXPECT_EQ(read_counts(models), this->expected(2));
+}
+
+TYPED_TEST(BlueGreen, ARestartRunsTheActiveVersionAndAnOlderTargetIsRefused) {
+  using Tx = typename TestFixture::Tx;
+  this->append(100);
+  {
+    BlueGreenRunner r(this->h_.events(), this->h_.models(), {counts_version<Tx>(1), counts_version<Tx>(2)}, options());
+    ASSERT_TRUE(r.wait_until_switched(60s));
+  }
+  auto pos = this->append(10);
+  {
+    BlueGreenRunner r(this->h_.events(), this->h_.models(), {counts_version<Tx>(2)}, options());
+    EXPECT_TRUE(r.wait_until_switched(0ms));
+    EXPECT_EQ(r.wait_for(pos, 10s), WaitResult::reached);
+  }
+  EXPECT_EQ(read_counts(this->h_.models()), this->expected(2));
+  try {
+    BlueGreenRunner r(this->h_.events(), this->h_.models(), {counts_version<Tx>(1)}, options());
+    FAIL() << "an older version than the active one ran";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("version 2 is active"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(BlueGreenRunner(this->h_.events(), this->h_.models(), std::vector<Projection<Tx>>{}, options()),
+               InvalidArgument);
+  EXPECT_THROW(BlueGreenRunner(this->h_.events(), this->h_.models(), {counts_version<Tx>(3)}, BlueGreenOptions{}),
+               InvalidArgument);
+}
+
+}  // namespace
+}  // namespace sourced::testing
