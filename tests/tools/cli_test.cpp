@@ -145,6 +145,76 @@ TEST_F(Cli, AppendsJsonLinesFromStdinAtomically) {
   EXPECT_EQ(json::parse(r.out)["replayed"], true);
 }
 
+// stdin is read in chunks (1 MiB; SOURCED_STDIN_CHUNK bytes here): lines cut by a chunk boundary, a line
+// longer than a chunk, blank and CRLF lines, and a last line without a newline all append as written.
+TEST_F(Cli, StdinLinesAcrossChunkBoundaries) {
+  std::string input;
+  for (int i = 1; i <= 40; ++i) {
+    input += R"({"type":"T)" + std::to_string(i) + R"(","data":{"i":)" + std::to_string(i) + R"(,"s":")" +
+             std::string(i * 3, 'a' + i % 26) + R"("}})";
+    input += i % 7 == 0 ? "\r\n\n" : "\n";
+  }
+  input += R"({"type":"Last","data":[1,2,3]})";  // no newline at the end
+  for (const char* chunk : {"1", "7", "64", ""}) {
+    store_ = (dir_.path() / (std::string("chunk") + chunk + ".db")).string();
+    prefix_ = std::string(*chunk ? "SOURCED_STDIN_CHUNK=" : "") + chunk + " ";
+    auto r = run({"append", "s"}, input);
+    ASSERT_EQ(r.code, 0) << "chunk " << chunk << ": " << r.err;
+    prefix_.clear();
+    auto lines = run({"read", "s"}).lines();
+    ASSERT_EQ(lines.size(), 41u) << "chunk " << chunk;
+    for (int i = 1; i <= 40; ++i) {
+      EXPECT_EQ(lines[i - 1]["type"], "T" + std::to_string(i)) << "chunk " << chunk;
+      EXPECT_EQ(lines[i - 1]["data"]["s"], std::string(i * 3, 'a' + i % 26)) << "chunk " << chunk;
+    }
+    EXPECT_EQ(lines[40]["type"], "Last");
+    EXPECT_EQ(lines[40]["data"], json::parse("[1,2,3]"));
+  }
+}
+
+TEST_F(Cli, StdinLineLongerThanTheChunk) {
+  std::string big(3 << 20, 'x');  // 3 MiB: longer than the 1 MiB chunk
+  big[12345] = 'y';
+  std::string input = R"({"type":"Small"})"
+                      "\n"
+                      R"({"type":"Big","data":{"blob":")" +
+                      big +
+                      R"("}})"
+                      "\n" +
+                      R"({"type":"After"})"
+                      "\n";
+  auto r = run({"append", "s"}, input);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = run({"read", "s"}).lines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1]["data"]["blob"], big);
+  EXPECT_EQ(lines[2]["type"], "After");
+}
+
+// A bad line is reported by its number, whatever chunk it falls in, and nothing of the input is stored.
+TEST_F(Cli, StdinInvalidLineIsReportedByNumberAndNothingIsAppended) {
+  std::string input;
+  for (int i = 1; i <= 30; ++i) input += R"({"type":"T","data":{"i":)" + std::to_string(i) + "}}\n";
+  input += R"({"type":"T","data":{"i":31})"
+           "\n";               // line 31: the object is not closed
+  input += R"({"type":"T"})";  // line 32, no newline
+  for (const char* chunk : {"5", "100", ""}) {
+    prefix_ = std::string(*chunk ? "SOURCED_STDIN_CHUNK=" : "") + chunk + " ";
+    auto r = run({"append", "s"}, input);
+    EXPECT_EQ(r.code, 2) << "chunk " << chunk;
+    EXPECT_NE(r.err.find("stdin line 31 "), std::string::npos) << "chunk " << chunk << ": " << r.err;
+    prefix_.clear();
+    EXPECT_EQ(run({"read", "s"}).code, 4) << "chunk " << chunk << ": nothing may be appended";
+  }
+  // The last line without its newline is checked too.
+  prefix_ = "SOURCED_STDIN_CHUNK=3 ";
+  auto r = run({"append", "s"}, R"({"type":"A"})"
+                                "\n"
+                                R"({"type":)");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("stdin line 2 "), std::string::npos) << r.err;
+}
+
 TEST_F(Cli, ReadsAllAndRangesBothWays) {
   for (const char* s : {"a-1", "a-2", "a-1", "b-1"}) ASSERT_EQ(run({"append", s, "--type", "T"}).code, 0);
   auto all = run({"read", "$all"}).lines();

@@ -1,8 +1,11 @@
 // `sourced append`: one event from the options, or many from JSON lines on stdin, appended atomically.
 
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <istream>
+#include <memory>
 #include <ostream>
 
 #include <fmt/format.h>
@@ -13,6 +16,15 @@
 
 namespace sourced::cli {
 namespace {
+
+// Bytes read from stdin at a time, into a buffer reused for the whole input. SOURCED_STDIN_CHUNK (bytes)
+// overrides it, for the tests of lines that cross chunk boundaries.
+const std::size_t kStdinChunk = [] {
+  const char* given = std::getenv("SOURCED_STDIN_CHUNK");
+  std::size_t v = 0;
+  if (given) std::from_chars(given, given + std::strlen(given), v);
+  return v > 0 ? v : std::size_t{1} << 20;
+}();
 
 std::string checked_json(const std::optional<std::string>& given, std::string_view what) {
   if (!given) return "{}";
@@ -104,29 +116,67 @@ EventData event_from_line(std::string_view line, std::size_t number, std::vector
   // The line was checked as JSON above, so its data and metadata values are JSON; base64 ones are any bytes.
   bool base64 = !values[kDataBase64].empty() || !values[kMetadataBase64].empty();
   e.content_type = base64 ? ContentType::binary : ContentType::json;
-  std::string where = fmt::format("stdin line {}: \"", number);
-  if (auto id = text(kId)) e.id = parse_uuid(*id, where + "id\"");
-  if (auto id = text(kCorrelationId)) e.correlation_id = parse_uuid(*id, where + "correlation_id\"");
-  if (auto id = text(kCausationId)) e.causation_id = parse_uuid(*id, where + "causation_id\"");
+  auto uuid = [&](int f) -> std::optional<Uuid> {
+    auto id = text(f);
+    if (!id) return std::nullopt;
+    return parse_uuid(*id, fmt::format("stdin line {}: \"{}\"", number, kNames[f]));
+  };
+  e.id = uuid(kId);
+  e.correlation_id = uuid(kCorrelationId);
+  e.causation_id = uuid(kCausationId);
   return e;
 }
 
-std::vector<EventData> events_from_stdin(std::istream& in) {
-  std::string input;
-  char chunk[1 << 16];
-  while (std::streamsize n = in.rdbuf() ? in.rdbuf()->sgetn(chunk, sizeof chunk) : 0) input.append(chunk, n);
+// Reads JSON lines in fixed chunks into one reused buffer and makes each complete line an event at once: the
+// input is never held whole (its pages would be touched twice more, and a growing copy of it again). A line
+// longer than the buffer grows it. `chunk` is a parameter for the tests of lines across chunk boundaries.
+std::vector<EventData> events_from_stdin(std::istream& in, std::size_t chunk) {
+  std::size_t capacity = std::max<std::size_t>(chunk, 1);
+  auto buffer = std::make_unique_for_overwrite<char[]>(capacity);
+  std::size_t begin = 0, end = 0;  // bytes read and not yet taken: [begin, end)
+  std::size_t scanned = 0;         // [begin, scanned) holds no newline
   std::vector<EventData> events;
-  events.reserve(static_cast<std::size_t>(std::count(input.begin(), input.end(), '\n')) + 1);
   std::vector<JsonMember> members;
   std::size_t number = 0;
-  for (std::size_t start = 0; start < input.size();) {
-    const char* nl = static_cast<const char*>(std::memchr(input.data() + start, '\n', input.size() - start));
-    std::size_t end = nl ? static_cast<std::size_t>(nl - input.data()) : input.size();
-    std::string_view line(input.data() + start, end - start);
-    start = end + 1;
+  auto take = [&](std::string_view line) {
     ++number;
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;
     events.push_back(event_from_line(line, number, members));
+  };
+  std::streambuf* source = in.rdbuf();
+  for (bool more = source != nullptr;;) {
+    while (scanned < end) {
+      const char* nl = static_cast<const char*>(std::memchr(buffer.get() + scanned, '\n', end - scanned));
+      if (!nl) {
+        scanned = end;
+        break;
+      }
+      auto at = static_cast<std::size_t>(nl - buffer.get());
+      take(std::string_view(buffer.get() + begin, at - begin));
+      begin = scanned = at + 1;
+    }
+    if (!more) break;
+    // Keep the unfinished line at the front; a buffer full of one line doubles.
+    if (begin > 0) {
+      std::memmove(buffer.get(), buffer.get() + begin, end - begin);
+      end -= begin;
+      scanned -= begin;
+      begin = 0;
+    }
+    if (end == capacity) {
+      auto bigger = std::make_unique_for_overwrite<char[]>(capacity * 2);
+      std::memcpy(bigger.get(), buffer.get(), end);
+      buffer = std::move(bigger);
+      capacity *= 2;
+    }
+    std::streamsize n = source->sgetn(buffer.get() + end, static_cast<std::streamsize>(capacity - end));
+    if (n <= 0) {
+      more = false;
+      if (begin < end) take(std::string_view(buffer.get() + begin, end - begin));  // no newline at the end
+      begin = scanned = end;
+    } else {
+      end += static_cast<std::size_t>(n);
+    }
   }
   return events;
 }
@@ -174,7 +224,7 @@ int append_command(const Options& o, Io& io) {
             field));
       }
     }
-    events = events_from_stdin(io.in);
+    events = events_from_stdin(io.in, kStdinChunk);
     if (events.empty()) throw UsageError("no events: give --type and --data, or JSON lines on stdin");
   }
   // The CLI names every event so it can print the ids (a caller repeats an append with them to make a retry

@@ -41,10 +41,20 @@ class LineWriter {
     out_.append(buf, 7);
   }
 
+  // Written in place (Uuid::to_string makes a string per call: every event has an id).
   void uuid(const Uuid& id) {
-    out_ += '"';
-    out_ += id.to_string();
-    out_ += '"';
+    static constexpr char kHex[] = "0123456789abcdef";
+    char buf[38];
+    char* p = buf;
+    *p++ = '"';
+    const auto& b = id.bytes();
+    for (int i = 0; i < 16; ++i) {
+      if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+      *p++ = kHex[b[i] >> 4];
+      *p++ = kHex[b[i] & 0xF];
+    }
+    *p++ = '"';
+    out_.append(buf, p);
   }
 
   // `"name":bytes` when the bytes are JSON (CR and LF, which valid JSON holds only as whitespace, become
