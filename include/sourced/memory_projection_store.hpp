@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "sourced/projection.hpp"
+#include "sourced/projection_partitions.hpp"
 
 namespace sourced {
 
@@ -49,6 +50,9 @@ class MemoryProjectionTransaction final : public ProjectionTransaction {
   void show_table_as(std::string_view stable, std::string_view table) override;
   void drop_table(std::string_view table) override;
   void save_active_version(std::string_view name, std::uint32_t version) override;
+  bool save_state_if(const ProjectionState& state, Position expected) override;
+  void record_error(const ProjectionError& error) override;
+  void resolve_errors(const ProjectionKey& key, std::string_view resolution, Timestamp at) override;
 
  private:
   struct TableChanges {
@@ -61,6 +65,10 @@ class MemoryProjectionTransaction final : public ProjectionTransaction {
   std::map<std::string, std::string, std::less<>> shown_as_;  // stable name → table
   std::vector<std::string> dropped_;
   std::map<std::string, std::uint32_t, std::less<>> active_;
+  // Checked again at commit, under the store's lock: the checkpoint each fenced key must still have.
+  std::vector<std::pair<ProjectionKey, Position>> fences_;
+  std::vector<ProjectionError> errors_;
+  std::vector<std::pair<ProjectionKey, std::pair<std::string, Timestamp>>> resolutions_;
   bool committed_ = false;
 };
 
@@ -72,6 +80,9 @@ class MemoryProjectionStore final : public ProjectionStore {
   std::unique_ptr<ProjectionTransaction> begin_transaction() override;
   std::optional<ProjectionState> load_state(const ProjectionKey& key) override;
   std::vector<ProjectionState> list_states() override;
+  // Leases live in this object: they exclude each other within the process that owns it.
+  std::unique_ptr<ProjectionLease> try_lease(const ProjectionKey& key) override;
+  std::vector<ProjectionError> list_errors(std::string_view name = {}) override;
 
   std::optional<std::uint32_t> active_version(std::string_view name) override;
 
@@ -89,6 +100,9 @@ class MemoryProjectionStore final : public ProjectionStore {
   std::map<std::string, std::string, std::less<>> shown_as_;
   std::map<std::string, std::uint32_t, std::less<>> active_;
   std::vector<ProjectionState> states_;
+  std::vector<ProjectionError> errors_;
+  std::shared_ptr<std::mutex> lease_mu_ = std::make_shared<std::mutex>();
+  std::shared_ptr<std::vector<ProjectionKey>> leased_ = std::make_shared<std::vector<ProjectionKey>>();
 };
 
 }  // namespace sourced

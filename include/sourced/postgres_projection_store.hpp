@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "sourced/projection.hpp"
+#include "sourced/projection_partitions.hpp"
 #include "sourced/projection_sql.hpp"
 
 namespace sourced {
@@ -63,6 +64,10 @@ class PostgresProjectionTransaction final : public ProjectionTransaction {
   void show_table_as(std::string_view stable, std::string_view table) override;
   void drop_table(std::string_view table) override;
   void save_active_version(std::string_view name, std::uint32_t version) override;
+  // Waits for what is queued (a round trip): the row count decides.
+  bool save_state_if(const ProjectionState& state, Position expected) override;
+  void record_error(const ProjectionError& error) override;
+  void resolve_errors(const ProjectionKey& key, std::string_view resolution, Timestamp at) override;
 
   class Impl;
   explicit PostgresProjectionTransaction(std::unique_ptr<Impl> impl);
@@ -83,6 +88,10 @@ class PostgresProjectionStore final : public ProjectionStore {
   std::optional<ProjectionState> load_state(const ProjectionKey& key) override;
   std::vector<ProjectionState> list_states() override;
   std::optional<std::uint32_t> active_version(std::string_view name) override;
+  // A session advisory lock (the one-bigint form, a hash of the schema and the key) held by a connection
+  // this store keeps for its leases; the server releases it when that session ends, however it ends.
+  std::unique_ptr<ProjectionLease> try_lease(const ProjectionKey& key) override;
+  std::vector<ProjectionError> list_errors(std::string_view name = {}) override;
 
   // Reads the model outside any batch: committed data only.
   void query(std::string_view sql, std::initializer_list<SqlValue> params,

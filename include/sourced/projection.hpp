@@ -43,9 +43,12 @@
 
 namespace sourced {
 
+struct ProjectionError;
+class ProjectionLease;
+
 // Whose state row a checkpoint is: a projection's name and version, and its partition ("" for the whole
-// log; partitioned projections are to come). Bumping the version makes a new row, so a new version can
-// be built beside the old one. A value type.
+// log; "0", "1", ... for the partitions of a PartitionedProjectionRunner). Bumping the version makes a new row, so a
+// new version can be built beside the old one. A value type.
 struct ProjectionKey {
   std::string name;
   std::uint32_t version = 1;
@@ -91,6 +94,17 @@ class ProjectionTransaction {
   // Commits; throws (and leaves nothing committed) when the store refuses. Once only.
   virtual void commit() = 0;
 
+  // For partitions shared across processes (projection_partitions.hpp). The stores of this library
+  // implement them; the defaults throw InvalidArgument.
+  // Writes `state` only when the stored checkpoint of its key is still `expected` (no row counts as 0):
+  // the fence that keeps an owner that lost its lease from committing over the new owner. False when it
+  // was not written; the caller then drops the transaction (rolled back).
+  virtual bool save_state_if(const ProjectionState& state, Position expected);
+  // Inserts the error row of (key, position), or reopens and updates it (attempts add up).
+  virtual void record_error(const ProjectionError& error);
+  // Marks every open error row of `key` resolved ("retried" or "skipped") at `at`.
+  virtual void resolve_errors(const ProjectionKey& key, std::string_view resolution, Timestamp at);
+
   // The table this projection version writes for the model table readers know as `stable`:
   // "<stable>_v<version>" (balances → balances_v2), so that a new version is built beside the old one
   // (blue/green, blue_green.hpp) while readers query `stable`, which shows the active version's table.
@@ -129,6 +143,14 @@ class ProjectionStore {
   // Blue/green: the version of `name` readers are served (switched in last), or nullopt when none was.
   // The default (a store without blue/green) says none.
   virtual std::optional<std::uint32_t> active_version(std::string_view name);
+
+  // For partitions (projection_partitions.hpp); the defaults throw InvalidArgument.
+  // The lease of `key`: nullptr when it is held elsewhere (another process, or another lease in this
+  // one). Released when the returned object is destroyed, or when the process dies.
+  virtual std::unique_ptr<ProjectionLease> try_lease(const ProjectionKey& key);
+  // Error rows (table sourced_projection_errors), ordered by name, version, partition and position;
+  // only `name`'s when it is not empty.
+  virtual std::vector<ProjectionError> list_errors(std::string_view name = {});
 };
 
 // A projection: what it reads and how it writes. `Transaction` is the read-model store's transaction type

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "sourced/projection.hpp"
+#include "sourced/projection_partitions.hpp"
 #include "sourced/projection_sql.hpp"
 
 struct sqlite3;
@@ -64,6 +65,9 @@ class SqliteProjectionTransaction final : public ProjectionTransaction {
   void show_table_as(std::string_view stable, std::string_view table) override;
   void drop_table(std::string_view table) override;
   void save_active_version(std::string_view name, std::uint32_t version) override;
+  bool save_state_if(const ProjectionState& state, Position expected) override;
+  void record_error(const ProjectionError& error) override;
+  void resolve_errors(const ProjectionKey& key, std::string_view resolution, Timestamp at) override;
 
   class Impl;
   explicit SqliteProjectionTransaction(std::unique_ptr<Impl> impl);
@@ -84,6 +88,10 @@ class SqliteProjectionStore final : public ProjectionStore {
   std::optional<ProjectionState> load_state(const ProjectionKey& key) override;
   std::vector<ProjectionState> list_states() override;
   std::optional<std::uint32_t> active_version(std::string_view name) override;
+  // An OFD lock on one byte of the `<file>-leases` file beside the database's real path (the file the
+  // event store's subscription leases use; projection locks sit above byte 2^32, clear of theirs).
+  std::unique_ptr<ProjectionLease> try_lease(const ProjectionKey& key) override;
+  std::vector<ProjectionError> list_errors(std::string_view name = {}) override;
 
   // Reads the model outside any batch: committed data only.
   void query(std::string_view sql, std::initializer_list<SqlValue> params,

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <tuple>
 
+#include <fmt/format.h>
+
+#include "sourced/error.hpp"
+
 namespace sourced {
 namespace {
 auto order(const ProjectionKey& k) { return std::tie(k.name, k.version, k.partition); }
@@ -65,6 +69,16 @@ void MemoryProjectionTransaction::save_state(const ProjectionState& state) {
 void MemoryProjectionTransaction::commit() {
   if (committed_) throw InvalidArgument("a projection transaction commits once");
   std::unique_lock lock(store_.mu_);
+  for (const auto& [key, expected] : fences_) {
+    auto it = std::find_if(store_.states_.begin(), store_.states_.end(), [&](auto& o) { return o.key == key; });
+    Position now = it == store_.states_.end() ? Position(0) : it->checkpoint;
+    if (now != expected) {
+      throw StorageError(
+          fmt::format("projection '{}' v{} partition '{}': checkpoint moved from {} to {} by another "
+                      "owner; this transaction is not committed",
+                      key.name, key.version, key.partition, expected.value(), now.value()));
+    }
+  }
   for (auto& [name, change] : changes_) {
     auto& table = store_.tables_[name];
     if (change.cleared) table.clear();
@@ -89,7 +103,79 @@ void MemoryProjectionTransaction::commit() {
   for (auto& t : dropped_) store_.tables_.erase(t);
   for (auto& [stable, table] : shown_as_) store_.shown_as_.insert_or_assign(stable, table);
   for (auto& [name, version] : active_) store_.active_.insert_or_assign(name, version);
+  for (auto& e : errors_) {
+    auto it = std::find_if(store_.errors_.begin(), store_.errors_.end(),
+                           [&](auto& o) { return o.key == e.key && o.position == e.position; });
+    if (it != store_.errors_.end()) {
+      e.attempts += it->attempts;
+      *it = e;
+    } else {
+      store_.errors_.push_back(e);
+    }
+  }
+  for (auto& [key, how] : resolutions_) {
+    for (auto& e : store_.errors_) {
+      if (e.key == key && e.resolution.empty()) {
+        e.resolution = how.first;
+        e.resolved_at = how.second;
+      }
+    }
+  }
+  std::sort(store_.errors_.begin(), store_.errors_.end(), [](const auto& a, const auto& b) {
+    return std::tuple(order(a.key), a.position) < std::tuple(order(b.key), b.position);
+  });
   committed_ = true;
+}
+
+bool MemoryProjectionTransaction::save_state_if(const ProjectionState& state, Position expected) {
+  auto stored = store_.load_state(state.key);
+  if ((stored ? stored->checkpoint : Position(0)) != expected) return false;
+  fences_.emplace_back(state.key, expected);
+  save_state(state);
+  return true;
+}
+
+void MemoryProjectionTransaction::record_error(const ProjectionError& error) {
+  std::erase_if(errors_, [&](const auto& e) { return e.key == error.key && e.position == error.position; });
+  errors_.push_back(error);
+}
+
+void MemoryProjectionTransaction::resolve_errors(const ProjectionKey& key, std::string_view resolution, Timestamp at) {
+  resolutions_.emplace_back(key, std::pair(std::string(resolution), at));
+}
+
+namespace {
+class MemoryLease final : public ProjectionLease {
+ public:
+  MemoryLease(std::shared_ptr<std::mutex> mu, std::shared_ptr<std::vector<ProjectionKey>> held, ProjectionKey key)
+      : mu_(std::move(mu)), held_(std::move(held)), key_(std::move(key)) {}
+  ~MemoryLease() override {
+    std::lock_guard lock(*mu_);
+    std::erase(*held_, key_);
+  }
+  bool held() override { return true; }
+
+ private:
+  std::shared_ptr<std::mutex> mu_;
+  std::shared_ptr<std::vector<ProjectionKey>> held_;
+  ProjectionKey key_;
+};
+}  // namespace
+
+std::unique_ptr<ProjectionLease> MemoryProjectionStore::try_lease(const ProjectionKey& key) {
+  std::lock_guard lock(*lease_mu_);
+  if (std::find(leased_->begin(), leased_->end(), key) != leased_->end()) return nullptr;
+  leased_->push_back(key);
+  return std::make_unique<MemoryLease>(lease_mu_, leased_, key);
+}
+
+std::vector<ProjectionError> MemoryProjectionStore::list_errors(std::string_view name) {
+  std::shared_lock lock(mu_);
+  std::vector<ProjectionError> out;
+  for (const auto& e : errors_) {
+    if (name.empty() || e.key.name == name) out.push_back(e);
+  }
+  return out;
 }
 
 std::unique_ptr<ProjectionTransaction> MemoryProjectionStore::begin_transaction() {

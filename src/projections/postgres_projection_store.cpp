@@ -1,5 +1,6 @@
 #include "sourced/postgres_projection_store.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <map>
@@ -31,6 +32,48 @@ CREATE TABLE IF NOT EXISTS sourced_projection_active (
   version     integer     NOT NULL,
   switched_at timestamptz NOT NULL
 ))";
+
+constexpr const char* kErrorTable = R"(
+CREATE TABLE IF NOT EXISTS sourced_projection_errors (
+  name        text        NOT NULL,
+  version     integer     NOT NULL,
+  partition   text        NOT NULL DEFAULT '',
+  position    bigint      NOT NULL,
+  event_id    text        NOT NULL DEFAULT '',
+  stream      text        NOT NULL DEFAULT '',
+  event_type  text        NOT NULL DEFAULT '',
+  message     text        NOT NULL,
+  attempts    integer     NOT NULL,
+  failed_at   timestamptz NOT NULL,
+  resolution  text        NOT NULL DEFAULT '',
+  resolved_at timestamptz,
+  PRIMARY KEY (name, version, partition, position)
+))";
+
+// The fence: the row is written only while its checkpoint is still the one the writer started from.
+constexpr std::string_view kSaveStateIf =
+    "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz) ON CONFLICT (name, version, partition) DO UPDATE SET "
+    "checkpoint = excluded.checkpoint, status = excluded.status, last_error = excluded.last_error, "
+    "attempts = excluded.attempts, updated_at = excluded.updated_at WHERE sourced_projections.checkpoint = $9 "
+    "RETURNING 1";
+
+constexpr std::string_view kRecordError =
+    "INSERT INTO sourced_projection_errors(name, version, partition, position, event_id, stream, event_type, message, "
+    "attempts, failed_at, resolution, resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::timestamptz, '', "
+    "NULL) ON CONFLICT (name, version, partition, position) DO UPDATE SET event_id = excluded.event_id, "
+    "stream = excluded.stream, event_type = excluded.event_type, message = excluded.message, "
+    "attempts = sourced_projection_errors.attempts + excluded.attempts, failed_at = excluded.failed_at, "
+    "resolution = '', resolved_at = NULL";
+
+constexpr std::string_view kResolveErrors =
+    "UPDATE sourced_projection_errors SET resolution = $4, resolved_at = $5::timestamptz "
+    "WHERE name = $1 AND version = $2 AND partition = $3 AND resolution = ''";
+
+constexpr std::string_view kErrorColumns =
+    "SELECT name, version, partition, position, event_id, stream, event_type, message, attempts, "
+    "to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), resolution, "
+    "to_char(resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM sourced_projection_errors";
 
 constexpr std::string_view kSaveState =
     "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
@@ -115,6 +158,23 @@ class Row final : public SqlRow {
   int row_;
 };
 
+ProjectionError read_error(const SqlRow& r) {
+  ProjectionError e;
+  e.key.name = std::string(r.text(0));
+  e.key.version = static_cast<std::uint32_t>(r.int64(1));
+  e.key.partition = std::string(r.text(2));
+  e.position = Position(static_cast<std::uint64_t>(r.int64(3)));
+  e.event_id = std::string(r.text(4));
+  e.stream = std::string(r.text(5));
+  e.event_type = std::string(r.text(6));
+  e.message = std::string(r.text(7));
+  e.attempts = static_cast<std::uint32_t>(r.int64(8));
+  e.failed_at = detail::parse_timestamp(r.text(9)).value_or(Timestamp());
+  e.resolution = std::string(r.text(10));
+  if (!r.is_null(11)) e.resolved_at = detail::parse_timestamp(r.text(11));
+  return e;
+}
+
 ProjectionState read_state(const SqlRow& r) {
   ProjectionState s;
   s.key.name = std::string(r.text(0));
@@ -154,6 +214,7 @@ class PostgresProjectionStore::Impl {
           c->exec(sql.c_str(), "creating the read-model schema");
           c->exec(fmt::format("SET search_path TO {}", pg::quote_ident(schema_)).c_str(), "setting the search path");
           c->exec(kStateTable, "creating the projection state table");
+          c->exec(kErrorTable, "creating the projection errors table");
           break;
         } catch (const pg::ServerError&) {
           if (attempt >= 2) throw;
@@ -190,7 +251,48 @@ class PostgresProjectionStore::Impl {
   bool forget_prepared_ = false;  // a failed pipeline may have dropped a prepare: start afresh
   std::mutex read_mu_;
   std::unique_ptr<pg::Connection> reader_;
+  // Leases: one connection holds every lease of this store; a new connection is a new generation, and
+  // the leases of an older one are lost (its session, and its locks, are gone).
+  std::mutex lease_mu_;
+  std::unique_ptr<pg::Connection> lease_conn_;
+  std::uint64_t lease_generation_ = 0;
+  std::vector<std::int64_t> leased_;
 };
+
+namespace {
+class AdvisoryLease final : public ProjectionLease {
+ public:
+  AdvisoryLease(PostgresProjectionStore::Impl& store, std::int64_t lock, std::uint64_t generation)
+      : store_(store), lock_(lock), generation_(generation) {}
+  ~AdvisoryLease() override {
+    std::lock_guard guard(store_.lease_mu_);
+    std::erase(store_.leased_, lock_);
+    if (store_.lease_generation_ != generation_ || !store_.lease_conn_ || !store_.lease_conn_->ok()) return;
+    try {
+      pg::Params p;
+      p.text(std::to_string(lock_));
+      store_.lease_conn_->query("SELECT pg_advisory_unlock($1::int8)", p, pg::Format::text, "releasing a lease");
+    } catch (const Error&) {
+      // The session is gone, and the lock with it.
+    }
+  }
+  bool held() override {
+    std::lock_guard guard(store_.lease_mu_);
+    if (store_.lease_generation_ != generation_ || !store_.lease_conn_) return false;
+    try {
+      store_.lease_conn_->exec("SELECT 1", "checking a lease");
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }
+
+ private:
+  PostgresProjectionStore::Impl& store_;
+  std::int64_t lock_;
+  std::uint64_t generation_;
+};
+}  // namespace
 
 // One transaction in pipeline mode: statements are sent without waiting; sync() sends a Sync and reads
 // every result up to it, keeping the first error. After an error the server skips what follows up to the
@@ -359,6 +461,28 @@ void PostgresProjectionTransaction::save_active_version(std::string_view name, s
       {name, version});
 }
 
+bool PostgresProjectionTransaction::save_state_if(const ProjectionState& s, Position expected) {
+  std::string updated = format_timestamp(s.updated_at);
+  bool written = false;
+  impl_->query(kSaveStateIf,
+               {s.key.name, s.key.version, s.key.partition, static_cast<std::int64_t>(s.checkpoint.value()),
+                to_string(s.status), s.last_error, s.attempts, updated, static_cast<std::int64_t>(expected.value())},
+               [&](const SqlRow&) { written = true; });
+  return written;
+}
+
+void PostgresProjectionTransaction::record_error(const ProjectionError& e) {
+  std::string failed = format_timestamp(e.failed_at);
+  execute(kRecordError, {e.key.name, e.key.version, e.key.partition, static_cast<std::int64_t>(e.position.value()),
+                         e.event_id, e.stream, e.event_type, e.message, e.attempts, failed});
+}
+
+void PostgresProjectionTransaction::resolve_errors(const ProjectionKey& key, std::string_view resolution,
+                                                   Timestamp at) {
+  std::string when = format_timestamp(at);
+  execute(kResolveErrors, {key.name, key.version, key.partition, resolution, when});
+}
+
 PostgresProjectionStore::PostgresProjectionStore(const std::string& url, PostgresProjectionOptions options)
     : impl_(std::make_unique<Impl>(url, std::move(options))) {}
 PostgresProjectionStore::~PostgresProjectionStore() = default;
@@ -404,6 +528,40 @@ std::optional<std::uint32_t> PostgresProjectionStore::active_version(std::string
   std::optional<std::uint32_t> out;
   query("SELECT version FROM sourced_projection_active WHERE name = $1", {name},
         [&](const SqlRow& r) { out = static_cast<std::uint32_t>(r.int64(0)); });
+  return out;
+}
+
+std::unique_ptr<ProjectionLease> PostgresProjectionStore::try_lease(const ProjectionKey& key) {
+  auto& s = *impl_;
+  auto lock = static_cast<std::int64_t>(detail::stable_hash(s.schema_, detail::lease_hash(key)));
+  std::lock_guard guard(s.lease_mu_);
+  // Session locks are re-entrant: this store's own leases exclude each other here.
+  if (std::find(s.leased_.begin(), s.leased_.end(), lock) != s.leased_.end()) return nullptr;
+  if (!s.lease_conn_ || !s.lease_conn_->ok()) {
+    s.lease_conn_.reset();
+    s.leased_.clear();
+    ++s.lease_generation_;
+    s.lease_conn_ = std::make_unique<pg::Connection>(s.target_);
+  }
+  pg::Params p;
+  p.text(std::to_string(lock));
+  pg::Result r = s.lease_conn_->query("SELECT pg_try_advisory_lock($1::int8)", p, pg::Format::text,
+                                      "taking the lease of projection " + key.name + " partition " + key.partition);
+  if (!r.boolean(0, 0)) return nullptr;
+  s.leased_.push_back(lock);
+  return std::make_unique<AdvisoryLease>(s, lock, s.lease_generation_);
+}
+
+std::vector<ProjectionError> PostgresProjectionStore::list_errors(std::string_view name) {
+  std::vector<ProjectionError> out;
+  std::string sql = std::string(kErrorColumns) + (name.empty() ? "" : " WHERE name = $1") +
+                    " ORDER BY name, version, partition, position";
+  auto add = [&](const SqlRow& r) { out.push_back(read_error(r)); };
+  if (name.empty()) {
+    query(sql, {}, add);
+  } else {
+    query(sql, {name}, add);
+  }
   return out;
 }
 

@@ -6,6 +6,7 @@
 
 #include "projections/state_rows.hpp"
 #include "sourced/error.hpp"
+#include "sourced/projection_partitions.hpp"
 
 namespace sourced {
 namespace {
@@ -50,6 +51,19 @@ void ProjectionTransaction::save_active_version(std::string_view name, std::uint
 }
 
 std::optional<std::uint32_t> ProjectionStore::active_version(std::string_view) { return std::nullopt; }
+namespace {
+InvalidArgument no_partitions(std::string_view what) {
+  return InvalidArgument(fmt::format("this read-model store does not support partitions ({})", what));
+}
+}  // namespace
+
+bool ProjectionTransaction::save_state_if(const ProjectionState&, Position) { throw no_partitions("fenced saves"); }
+void ProjectionTransaction::record_error(const ProjectionError&) { throw no_partitions("error rows"); }
+void ProjectionTransaction::resolve_errors(const ProjectionKey&, std::string_view, Timestamp) {
+  throw no_partitions("error rows");
+}
+std::unique_ptr<ProjectionLease> ProjectionStore::try_lease(const ProjectionKey&) { throw no_partitions("leases"); }
+std::vector<ProjectionError> ProjectionStore::list_errors(std::string_view) { return {}; }
 
 void ProjectionStore::save_state(const ProjectionState& state) {
   auto tx = begin_transaction();
@@ -71,6 +85,23 @@ std::optional<Timestamp> parse_timestamp(std::string_view text) {
   if (!ymd.ok()) return std::nullopt;
   return Timestamp(std::chrono::sys_days(ymd)) + std::chrono::hours(h) + std::chrono::minutes(mi) +
          std::chrono::seconds(s) + std::chrono::microseconds(us);
+}
+
+std::uint64_t stable_hash(std::string_view bytes, std::uint64_t seed) {
+  std::uint64_t h = seed;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::uint64_t lease_hash(const ProjectionKey& key) {
+  std::uint64_t h = stable_hash(key.name);
+  h = stable_hash(std::string_view("\0", 1), h);
+  h = stable_hash(std::to_string(key.version), h);
+  h = stable_hash(std::string_view("\0", 1), h);
+  return stable_hash(key.partition, h);
 }
 
 }  // namespace sourced::detail

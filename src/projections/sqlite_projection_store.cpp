@@ -1,8 +1,13 @@
 #include "sourced/sqlite_projection_store.hpp"
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <mutex>
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "engines/sqlite/sqlite_db.hpp"
 #include "projections/state_rows.hpp"
@@ -41,6 +46,46 @@ std::string quoted(std::string_view name) {
   }
   return out + "\"";
 }
+// docs/projections.md documents this table too.
+constexpr const char* kErrorTable = R"(
+CREATE TABLE IF NOT EXISTS sourced_projection_errors (
+  name        TEXT    NOT NULL,
+  version     INTEGER NOT NULL,
+  partition   TEXT    NOT NULL DEFAULT '',
+  position    INTEGER NOT NULL,
+  event_id    TEXT    NOT NULL DEFAULT '',
+  stream      TEXT    NOT NULL DEFAULT '',
+  event_type  TEXT    NOT NULL DEFAULT '',
+  message     TEXT    NOT NULL,
+  attempts    INTEGER NOT NULL,
+  failed_at   TEXT    NOT NULL,
+  resolution  TEXT    NOT NULL DEFAULT '',
+  resolved_at TEXT,
+  PRIMARY KEY (name, version, partition, position)
+) WITHOUT ROWID)";
+
+// The fence: the row is written only while its checkpoint is still the one the writer started from.
+constexpr std::string_view kSaveStateIf =
+    "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(name, version, partition) DO UPDATE SET "
+    "checkpoint = excluded.checkpoint, status = excluded.status, last_error = excluded.last_error, "
+    "attempts = excluded.attempts, updated_at = excluded.updated_at WHERE sourced_projections.checkpoint = ?9";
+
+constexpr std::string_view kRecordError =
+    "INSERT INTO sourced_projection_errors(name, version, partition, position, event_id, stream, event_type, message, "
+    "attempts, failed_at, resolution, resolved_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, '', NULL) "
+    "ON CONFLICT(name, version, partition, position) DO UPDATE SET event_id = excluded.event_id, "
+    "stream = excluded.stream, event_type = excluded.event_type, message = excluded.message, "
+    "attempts = sourced_projection_errors.attempts + excluded.attempts, failed_at = excluded.failed_at, "
+    "resolution = '', resolved_at = NULL";
+
+constexpr std::string_view kResolveErrors =
+    "UPDATE sourced_projection_errors SET resolution = ?4, resolved_at = ?5 "
+    "WHERE name = ?1 AND version = ?2 AND partition = ?3 AND resolution = ''";
+
+constexpr std::string_view kErrorColumns =
+    "SELECT name, version, partition, position, event_id, stream, event_type, message, attempts, failed_at, "
+    "resolution, resolved_at FROM sourced_projection_errors";
 
 constexpr std::string_view kSaveState =
     "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
@@ -105,6 +150,42 @@ void run_query(Connection& conn, std::string_view sql, std::initializer_list<Sql
   while (st->step()) row(r);
 }
 
+ProjectionError read_error(const SqlRow& r) {
+  ProjectionError e;
+  e.key.name = std::string(r.text(0));
+  e.key.version = static_cast<std::uint32_t>(r.int64(1));
+  e.key.partition = std::string(r.text(2));
+  e.position = Position(static_cast<std::uint64_t>(r.int64(3)));
+  e.event_id = std::string(r.text(4));
+  e.stream = std::string(r.text(5));
+  e.event_type = std::string(r.text(6));
+  e.message = std::string(r.text(7));
+  e.attempts = static_cast<std::uint32_t>(r.int64(8));
+  e.failed_at = detail::parse_timestamp(r.text(9)).value_or(Timestamp());
+  e.resolution = std::string(r.text(10));
+  if (!r.is_null(11)) e.resolved_at = detail::parse_timestamp(r.text(11));
+  return e;
+}
+
+// Beside the database's real path, so every process opening it through any name locks the same file.
+std::string lease_file(const std::string& path) {
+  std::error_code ec;
+  auto real = std::filesystem::canonical(path, ec);
+  return (ec ? path : real.string()) + "-leases";
+}
+
+// An OFD lock (held by this open file description, so two leases in one process exclude each other too;
+// the kernel drops it when the process dies). The descriptor is close-on-exec: a child cannot keep it.
+class FileLease final : public ProjectionLease {
+ public:
+  explicit FileLease(int fd) : fd_(fd) {}
+  ~FileLease() override { ::close(fd_); }
+  bool held() override { return true; }
+
+ private:
+  int fd_;
+};
+
 ProjectionState read_state(const SqlRow& r, const std::string& path) {
   ProjectionState s;
   s.key.name = std::string(r.text(0));
@@ -132,6 +213,7 @@ class SqliteProjectionStore::Impl {
     writer_.exec(o.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     writer_.exec("PRAGMA cache_size=-65536");
     writer_.exec(kStateTable);
+    writer_.exec(kErrorTable);
     reader_ = std::make_unique<Connection>(path, true, o.busy_timeout_ms);
   }
 
@@ -199,6 +281,24 @@ void SqliteProjectionTransaction::save_active_version(std::string_view name, std
       {name, version, now});
 }
 
+bool SqliteProjectionTransaction::save_state_if(const ProjectionState& s, Position expected) {
+  std::string updated = format_timestamp(s.updated_at);
+  return execute(kSaveStateIf, {s.key.name, s.key.version, s.key.partition,
+                                static_cast<std::int64_t>(s.checkpoint.value()), to_string(s.status), s.last_error,
+                                s.attempts, updated, static_cast<std::int64_t>(expected.value())}) == 1;
+}
+
+void SqliteProjectionTransaction::record_error(const ProjectionError& e) {
+  std::string failed = format_timestamp(e.failed_at);
+  execute(kRecordError, {e.key.name, e.key.version, e.key.partition, static_cast<std::int64_t>(e.position.value()),
+                         e.event_id, e.stream, e.event_type, e.message, e.attempts, failed});
+}
+
+void SqliteProjectionTransaction::resolve_errors(const ProjectionKey& key, std::string_view resolution, Timestamp at) {
+  std::string when = format_timestamp(at);
+  execute(kResolveErrors, {key.name, key.version, key.partition, resolution, when});
+}
+
 void SqliteProjectionTransaction::commit() {
   if (impl_->done_) throw InvalidArgument("a projection transaction commits once");
   // A failed COMMIT (a deferred constraint, a busy or full disk) leaves the transaction open: the
@@ -243,6 +343,40 @@ void SqliteProjectionStore::query(std::string_view sql, std::initializer_list<Sq
                                   const std::function<void(const SqlRow&)>& row) {
   std::lock_guard lock(impl_->read_mu_);
   run_query(*impl_->reader_, sql, params, row);
+}
+
+std::unique_ptr<ProjectionLease> SqliteProjectionStore::try_lease(const ProjectionKey& key) {
+  std::string file = lease_file(impl_->path_);
+  int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    throw StorageError(
+        fmt::format("cannot open the lease file '{}' for projection '{}': {}", file, key.name, std::strerror(errno)));
+  }
+  struct flock fl = {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>((std::uint64_t(1) << 32) + (detail::lease_hash(key) >> 4));
+  fl.l_len = 1;
+  if (::fcntl(fd, F_OFD_SETLK, &fl) == 0) return std::make_unique<FileLease>(fd);
+  int err = errno;
+  ::close(fd);
+  if (err == EAGAIN || err == EACCES || err == EINTR) return nullptr;
+  throw StorageError(fmt::format("cannot lock projection '{}' partition '{}' in '{}': {}", key.name, key.partition,
+                                 file, std::strerror(err)));
+}
+
+std::vector<ProjectionError> SqliteProjectionStore::list_errors(std::string_view name) {
+  std::vector<ProjectionError> out;
+  std::lock_guard lock(impl_->read_mu_);
+  std::string sql = std::string(kErrorColumns) + (name.empty() ? "" : " WHERE name = ?1") +
+                    " ORDER BY name, version, partition, position";
+  auto add = [&](const SqlRow& r) { out.push_back(read_error(r)); };
+  if (name.empty()) {
+    run_query(*impl_->reader_, sql, {}, add);
+  } else {
+    run_query(*impl_->reader_, sql, {name}, add);
+  }
+  return out;
 }
 
 const std::string& SqliteProjectionStore::path() const { return impl_->path_; }

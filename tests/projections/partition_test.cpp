@@ -1,0 +1,387 @@
+// Partitioned projections on every read-model store: the clean-pass model, a failing partition isolated
+// (its error row, retry, skip), idle workers that end and start again, the fence and the leases the
+// partitions rest on, and a model-based random test of the partition scheduling.
+
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "projections/harness.hpp"
+#include "sourced/projection_partitions.hpp"
+
+namespace sourced::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+PartitionedRunnerOptions quiet(PartitionedRunnerOptions o = {}) {
+  o.progress = ProgressDisplay::none;
+  if (!o.log) o.log = [](std::string_view) {};
+  o.retry_initial = 5ms;
+  o.takeover_interval = 100ms;
+  return o;
+}
+
+// The clean-pass model without the events at `skipped` positions.
+Model fold_without(EventStore& store, const std::set<std::uint64_t>& skipped) {
+  std::map<std::string, std::array<std::int64_t, 3>> rows;
+  for (const auto& e : store.read_all({})) {
+    if (skipped.count(e.position.value())) continue;
+    auto& r = rows[e.stream];
+    r[0] += 1;
+    r[1] += static_cast<std::int64_t>(e.position.value());
+    r[2] = static_cast<std::int64_t>(e.position.value());
+  }
+  Model m;
+  for (auto& [k, r] : rows) m[k] = row_text(r[0], r[1], r[2]);
+  return m;
+}
+
+template <class H>
+class Partitions : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = h_.skip_reason()) GTEST_SKIP() << *why;
+  }
+
+  Position append(const std::string& stream, int n = 1) {
+    std::vector<EventData> batch;
+    for (int i = 0; i < n; ++i) batch.push_back(event("Happened"));
+    return h_.events().append(stream, ExpectedVersion::any(), batch).last_position;
+  }
+  Position append_spread(int n, int streams) {
+    Position last;
+    for (int i = 0; i < n; ++i) last = append("s-" + std::to_string(i % streams));
+    return last;
+  }
+
+  H h_;
+};
+
+#ifdef SOURCED_WITH_POSTGRES
+using Stores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels>;
+#else
+using Stores = ::testing::Types<MemoryModels, SqliteModels>;
+#endif
+class StoreNames {
+ public:
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+TYPED_TEST_SUITE(Partitions, Stores, StoreNames);
+
+TYPED_TEST(Partitions, EveryPartitionAppliesItsEventsInOrderAndTheModelIsTheCleanPass) {
+  auto head = this->append_spread(400, 23);
+  std::mutex mu;
+  std::map<std::string, std::uint64_t> last_of_stream;
+  bool out_of_order = false;
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(),
+                                     this->h_.projection("counts",
+                                                         [&](const RecordedEvent& e) {
+                                                           std::lock_guard lock(mu);
+                                                           auto& last = last_of_stream[e.stream];
+                                                           if (e.position.value() <= last) out_of_order = true;
+                                                           last = e.position.value();
+                                                         }),
+                                     quiet({.partitions = 4, .batch_events = 16}));
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  auto tail = this->append_spread(50, 23);
+  ASSERT_EQ(runner.wait_for(tail, 30s), WaitResult::reached);
+  runner.stop();
+  EXPECT_FALSE(out_of_order);
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
+  int rows = 0;
+  for (auto& s : this->h_.models().list_states()) {
+    if (s.key.name != "counts") continue;
+    ++rows;
+    EXPECT_EQ(s.status, ProjectionStatus::stopped) << s.key.partition;
+  }
+  EXPECT_EQ(rows, 4) << "one state row per partition";
+}
+
+TYPED_TEST(Partitions, AFailingPartitionStopsAloneWithItsErrorRowAndARetryFinishesIt) {
+  this->append_spread(120, 17);
+  auto bad = this->append("bad", 3);  // the third event of "bad" fails while `failing`
+  this->append("bad", 2);
+  auto head = this->append_spread(120, 17);
+  std::atomic<bool> failing{true};
+  std::atomic<int> tries{0};
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(),
+                                     this->h_.projection("counts",
+                                                         [&](const RecordedEvent& e) {
+                                                           if (e.position == bad && failing) {
+                                                             ++tries;
+                                                             throw std::runtime_error("boom");
+                                                           }
+                                                         }),
+                                     quiet({.partitions = 4, .batch_events = 8, .max_attempts = 3}));
+  RecordedEvent bad_event;
+  for (const auto& e : this->h_.events().read_all({})) {
+    if (e.position == bad) bad_event = e;
+  }
+  std::uint32_t p = runner.partition_of(bad_event);
+  EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::stopped) << "a failed partition does not reach the head";
+  EXPECT_EQ(tries, 3);
+  // The other partitions finished: every stream outside the failed one is as in a clean pass.
+  auto model = this->h_.model("counts");
+  auto clean = fold(this->h_.events());
+  for (auto& [stream, row] : clean) {
+    RecordedEvent probe;
+    probe.stream = stream;
+    if (runner.partition_of(probe) != p) EXPECT_EQ(model[stream], row) << stream;
+  }
+  auto key = ProjectionKey{"counts", 1, std::to_string(p)};
+  auto state = this->h_.models().load_state(key);
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->status, ProjectionStatus::failed);
+  EXPECT_LT(state->checkpoint, bad) << "stopped just before the failing event";
+  auto errors = this->h_.models().list_errors("counts");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].key, key);
+  EXPECT_EQ(errors[0].position, bad);
+  EXPECT_EQ(errors[0].event_id, bad_event.id.to_string());
+  EXPECT_EQ(errors[0].stream, "bad");
+  EXPECT_EQ(errors[0].event_type, "Happened");
+  EXPECT_NE(errors[0].message.find("boom"), std::string::npos) << errors[0].message;
+  EXPECT_EQ(errors[0].attempts, 3u);
+  EXPECT_GT(errors[0].failed_at, Timestamp());
+  EXPECT_EQ(errors[0].resolution, "");
+
+  failing = false;
+  runner.retry(p);
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events())) << "the retry applied the event once";
+  errors = this->h_.models().list_errors("counts");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].resolution, "retried");
+  EXPECT_TRUE(errors[0].resolved_at);
+  EXPECT_THROW(retry_partition(this->h_.models(), key), InvalidArgument) << "it has not failed any more";
+}
+
+TYPED_TEST(Partitions, SkippingAFailedEventMovesPastItAloneFromAnotherStoreObject) {
+  this->append_spread(60, 7);
+  this->append("bad", 2);
+  auto bad = this->append("bad");
+  this->append("bad", 2);
+  auto head = this->append_spread(60, 7);
+  std::atomic<int> applied_bad{0};
+  {
+    PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(),
+                                       this->h_.projection("counts",
+                                                           [&](const RecordedEvent& e) {
+                                                             if (e.position == bad) throw std::runtime_error("no");
+                                                           }),
+                                       quiet({.partitions = 3, .batch_events = 50, .max_attempts = 2}));
+    EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::stopped);
+  }
+  auto key = ProjectionKey{"counts", 1, std::to_string(partition_for("bad", 3))};
+  auto& models = this->h_.reopen_models();  // as the CLI would, from its own store object
+  auto skipped = skip_partition_event(models, key);
+  EXPECT_EQ(skipped.position, bad);
+  EXPECT_EQ(skipped.resolution, "skipped");
+  EXPECT_EQ(models.load_state(key)->checkpoint, bad);
+  EXPECT_THROW(skip_partition_event(models, key), InvalidArgument) << "nothing left to skip";
+  PartitionedProjectionRunner runner(this->h_.events(), models,
+                                     this->h_.projection("counts",
+                                                         [&](const RecordedEvent& e) {
+                                                           if (e.position == bad) ++applied_bad;
+                                                         }),
+                                     quiet({.partitions = 3}));
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  runner.stop();
+  EXPECT_EQ(applied_bad, 0);
+  EXPECT_EQ(this->h_.model("counts"), fold_without(this->h_.events(), {bad.value()}))
+      << "only the skipped event is missing";
+  EXPECT_EQ(models.list_errors("counts").at(0).resolution, "skipped");
+}
+
+TYPED_TEST(Partitions, IdleWorkersEndAndStartAgainWhenEventsArrive) {
+  std::mutex mu;
+  std::map<std::uint32_t, int> taken;
+  std::atomic<int> working{0};
+  PartitionedRunnerOptions o = quiet({.partitions = 2, .idle_shutdown = 150ms});
+  o.on_lease = [&](std::uint32_t p, bool take) {
+    std::lock_guard lock(mu);
+    if (take) ++taken[p];
+    working += take ? 1 : -1;
+  };
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"), o);
+  auto a = this->append("a", 5);
+  ASSERT_EQ(runner.wait_for(a, 30s), WaitResult::reached);
+  auto pa = partition_for("a", 2);
+  for (int i = 0; i < 300 && working > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(working, 0) << "the idle worker ended";
+  EXPECT_EQ(runner.wait_for(a, 10ms), WaitResult::reached) << "an idle partition still counts as processed";
+  auto b = this->append("a", 3);
+  ASSERT_EQ(runner.wait_for(b, 30s), WaitResult::reached);
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(taken[pa], 2) << "started again for the new events";
+    EXPECT_EQ(taken[1 - pa], 0) << "the other partition never had work";
+  }
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
+}
+
+TYPED_TEST(Partitions, LeasesExcludeEachOtherAndTheFenceRefusesAMovedCheckpoint) {
+  auto& models = this->h_.models();
+  ProjectionKey k{"fenced", 1, "0"};
+  auto lease = models.try_lease(k);
+  ASSERT_TRUE(lease);
+  EXPECT_TRUE(lease->held());
+  EXPECT_FALSE(models.try_lease(k)) << "one holder at a time";
+  EXPECT_TRUE(models.try_lease(ProjectionKey{"fenced", 1, "1"})) << "another partition is free";
+  lease.reset();
+  EXPECT_TRUE(models.try_lease(k)) << "free again once released";
+
+  ProjectionState row{k, Position(10), ProjectionStatus::following, "", 0, now()};
+  {
+    auto tx = models.begin_transaction();
+    EXPECT_TRUE(tx->save_state_if(row, Position(0))) << "no row counts as checkpoint 0";
+    tx->commit();
+  }
+  {
+    auto tx = models.begin_transaction();
+    row.checkpoint = Position(20);
+    EXPECT_FALSE(tx->save_state_if(row, Position(5))) << "the checkpoint is 10, not 5";
+  }
+  EXPECT_EQ(models.load_state(k)->checkpoint, Position(10));
+  {
+    auto tx = models.begin_transaction();
+    EXPECT_TRUE(tx->save_state_if(row, Position(10)));
+    tx->commit();
+  }
+  EXPECT_EQ(models.load_state(k)->checkpoint, Position(20));
+}
+
+TYPED_TEST(Partitions, ARunnerRefusesStateRowsOfAnotherPartitionCount) {
+  auto head = this->append_spread(20, 5);
+  {
+    PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
+                                       quiet({.partitions = 4}));
+    ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  }
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
+                                     quiet({.partitions = 2}));
+  ASSERT_TRUE(runner.wait_until_stopped(10s));
+  ASSERT_TRUE(runner.error());
+  try {
+    std::rethrow_exception(runner.error());
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("runs with 2 partitions"), std::string::npos) << e.what();
+  }
+}
+
+TYPED_TEST(Partitions, RebuildClearsTheModelAndResetsEveryPartition) {
+  this->append_spread(100, 9);
+  {
+    PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
+                                       quiet({.partitions = 3, .stop_when_caught_up = true}));
+    ASSERT_TRUE(runner.wait_until_stopped(30s));
+  }
+  std::atomic<int> applied{0};
+  PartitionedProjectionRunner runner(
+      this->h_.events(), this->h_.models(), this->h_.projection("counts", [&](const RecordedEvent&) { ++applied; }),
+      quiet({.partitions = 3, .start = StartMode::rebuild, .stop_when_caught_up = true}));
+  ASSERT_TRUE(runner.wait_until_stopped(30s));
+  EXPECT_FALSE(runner.error());
+  EXPECT_EQ(applied, 100);
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
+}
+
+// The partition scheduling as a state machine (each partition idle, working, retrying or failed; the
+// runner started and stopped) driven by random steps: appends to random streams, events that fail until
+// retried or are skipped, runners stopped and started again, idle periods. The model is the clean pass
+// without the skipped events.
+TYPED_TEST(Partitions, RandomSchedulesEndInTheCleanPassWithoutTheSkippedEvents) {
+  for (unsigned seed = 1; seed <= 3; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937 rng(seed * 7919);
+    std::mutex mu;
+    std::set<std::uint64_t> poisoned;  // positions that throw while poisoned
+    std::set<std::uint64_t> skipped;
+    std::string name = "random" + std::to_string(seed);
+    auto make = [&] {
+      return this->h_.projection(name, [&](const RecordedEvent& e) {
+        std::lock_guard lock(mu);
+        if (poisoned.count(e.position.value())) throw std::runtime_error("poisoned");
+      });
+    };
+    const std::uint32_t kParts = 3;
+    auto options = quiet({.partitions = kParts,
+                          .batch_events = 1 + rng() % 20,
+                          .batch_interval = 5ms,
+                          .max_attempts = 2,
+                          .idle_shutdown = std::chrono::milliseconds(rng() % 2 ? 20 : 1000)});
+    auto runner = std::make_unique<PartitionedProjectionRunner>(this->h_.events(), this->h_.models(), make(), options);
+    Position head;
+    for (int step = 0; step < 40; ++step) {
+      switch (rng() % 6) {
+        case 0:
+        case 1: {
+          int n = 1 + static_cast<int>(rng() % 8);
+          head = this->append("r-" + std::to_string(rng() % 11), n);
+          if (rng() % 5 == 0) {
+            std::lock_guard lock(mu);
+            poisoned.insert(head.value());
+          }
+          break;
+        }
+        case 2:
+          runner.reset();
+          runner = std::make_unique<PartitionedProjectionRunner>(this->h_.events(), this->h_.models(), make(), options);
+          break;
+        case 3:
+          std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
+          break;
+        case 4:
+        case 5: {
+          // Settle, then resolve one failed partition: retry (the event no longer throws) or skip it.
+          runner->wait_for(head, 5s);
+          for (auto& s : this->h_.models().list_states()) {
+            if (s.key.name != name || s.status != ProjectionStatus::failed) continue;
+            auto p = static_cast<std::uint32_t>(std::stoul(s.key.partition));
+            if (rng() % 2) {
+              auto e = runner->skip(p);
+              std::lock_guard lock(mu);
+              skipped.insert(e.position.value());
+            } else {
+              {
+                std::lock_guard lock(mu);
+                for (auto& err : this->h_.models().list_errors(name)) {
+                  if (err.key == s.key && err.resolution.empty()) poisoned.erase(err.position.value());
+                }
+              }
+              runner->retry(p);
+            }
+            break;
+          }
+          break;
+        }
+      }
+    }
+    {
+      std::lock_guard lock(mu);
+      poisoned.clear();
+    }
+    for (int round = 0; round < 10; ++round) {
+      if (runner->wait_for(head, 10s) == WaitResult::reached) break;
+      for (auto& s : this->h_.models().list_states()) {
+        if (s.key.name == name && s.status == ProjectionStatus::failed) {
+          runner->retry(static_cast<std::uint32_t>(std::stoul(s.key.partition)));
+        }
+      }
+    }
+    ASSERT_EQ(runner->wait_for(head, 10s), WaitResult::reached);
+    runner.reset();
+    EXPECT_EQ(this->h_.model(name), fold_without(this->h_.events(), skipped));
+  }
+}
+
+}  // namespace
+}  // namespace sourced::testing
