@@ -1,0 +1,204 @@
+#include "sourced/process_manager.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "store/subscription_rules.hpp"
+
+namespace sourced {
+
+namespace {
+constexpr std::string_view kStateType = "$process-state";
+constexpr std::string_view kRejectedType = "$process-rejected";
+constexpr std::string_view kStoppedType = "$process-stopped";
+// The name space of process managers' command ids (a v5 id of the DNS name space and "sourced.process").
+const Uuid& process_namespace() {
+  static const Uuid ns = Uuid::v5(*Uuid::parse("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), "sourced.process");
+  return ns;
+}
+}  // namespace
+
+Uuid process_command_id(std::string_view name, const Uuid& event_id, std::uint64_t index) {
+  return Uuid::v5(process_namespace(), fmt::format("{}\n{}\n{}", name, event_id.to_string(), index));
+}
+
+namespace detail {
+namespace {
+// A record's id: one per (event, kind, index), so appending it again after a crash is the store's
+// idempotent repeat rather than a second record.
+Uuid record_id(const RecordedEvent& event, std::string_view kind, std::uint64_t index = 0) {
+  return Uuid::v5(event.id, fmt::format("{}\n{}", kind, index));
+}
+
+ExpectedVersion expected_of(StreamVersion loaded) {
+  return loaded.value() == 0 ? ExpectedVersion::no_stream() : ExpectedVersion::exact(loaded);
+}
+
+StreamVersion append_record(EventStore& store, const std::string& stream, StreamVersion expected, EventData record) {
+  record.content_type = ContentType::json;
+  return store.append(stream, expected_of(expected), {record}).last_version;
+}
+
+std::string where(const RecordedEvent& e) {
+  return fmt::format("{} version {} position {}", e.stream, e.version.value(), e.position.value());
+}
+}  // namespace
+
+void check_process_manager_name(std::string_view name) { validate_subscription_name(name); }
+
+ProcessInstanceRecord load_process_instance(EventStore& store, const std::string& stream) {
+  ProcessInstanceRecord out;
+  ReadStreamOptions backward;
+  backward.direction = Direction::backward;
+  EventReader reader = store.read_stream(stream, backward);
+  if (reader.state() == EventReader::State::stream_not_found) return out;
+  bool first = true;
+  while (const RecordedEvent* e = reader.next()) {
+    if (first) out.version = e->version;
+    first = false;
+    try {
+      auto data = nlohmann::json::parse(e->data);
+      if (e->type == kRejectedType) {
+        auto id = Uuid::parse(data.at("event_id").get<std::string>());
+        if (!id) throw std::invalid_argument("event_id is not a UUID");
+        out.rejections.push_back({*id, data.at("index").get<std::uint64_t>(), data.at("reason").get<std::string>()});
+        continue;
+      }
+      if (e->type == kStateType) {
+        out.running = true;
+        out.state = data.at("state").dump();
+      } else if (e->type == kStoppedType) {
+        out.stopped = true;
+      } else {
+        throw std::invalid_argument("unknown record type " + e->type);
+      }
+      out.position = Position(data.at("position").get<std::uint64_t>());
+      return out;
+    } catch (const std::exception& x) {
+      // A record this code did not write: guessing would risk repeating or skipping commands.
+      throw SerializationError(fmt::format("process instance stream {}: cannot read record at version {} ({}): {}",
+                                           stream, e->version.value(), e->type, x.what()));
+    }
+  }
+  return out;
+}
+
+StreamVersion save_process_state(EventStore& store, const std::string& stream, StreamVersion expected,
+                                 const std::string& state, const RecordedEvent& event) {
+  EventData r;
+  r.id = record_id(event, kStateType);
+  r.type = std::string(kStateType);
+  r.data = nlohmann::json{{"state", nlohmann::json::parse(state)},
+                          {"position", event.position.value()},
+                          {"event_id", event.id.to_string()},
+                          {"event", where(event)}}
+               .dump();
+  r.correlation_id = event.correlation_id;
+  r.causation_id = event.id;
+  return append_record(store, stream, expected, std::move(r));
+}
+
+StreamVersion save_process_stopped(EventStore& store, const std::string& stream, StreamVersion expected,
+                                   const RecordedEvent& event) {
+  EventData r;
+  r.id = record_id(event, kStoppedType);
+  r.type = std::string(kStoppedType);
+  r.data =
+      nlohmann::json{{"position", event.position.value()}, {"event_id", event.id.to_string()}, {"event", where(event)}}
+          .dump();
+  r.correlation_id = event.correlation_id;
+  r.causation_id = event.id;
+  return append_record(store, stream, expected, std::move(r));
+}
+
+StreamVersion save_process_rejection(EventStore& store, const std::string& stream, StreamVersion expected,
+                                     const RecordedEvent& event, std::uint64_t index, std::string_view command_type,
+                                     const Rejection& rejection) {
+  EventData r;
+  r.id = record_id(event, kRejectedType, index);
+  r.type = std::string(kRejectedType);
+  r.data =
+      nlohmann::json{
+          {"event_id", event.id.to_string()}, {"index", index}, {"command", command_type}, {"reason", rejection.reason}}
+          .dump();
+  r.correlation_id = event.correlation_id;
+  r.causation_id = event.id;
+  return append_record(store, stream, expected, std::move(r));
+}
+
+void create_process_subscription(EventStore& store, std::string_view name, const ProcessManagerOptions& options,
+                                 std::vector<std::string> event_types) {
+  PersistentSubscriptionSettings settings;
+  if (options.filter) {
+    settings.filter = *options.filter;
+  } else {
+    settings.filter.emplace();
+    settings.filter->event_types = std::move(event_types);
+  }
+  settings.start = options.start;
+  settings.max_in_flight = options.max_in_flight;
+  settings.max_attempts = options.max_attempts;
+  create_persistent_subscription(store, name, settings);
+}
+
+bool run_process_loop(EventStore& store, const std::string& name, const PersistentConsumerOptions& options,
+                      const std::function<void(const RecordedEvent&)>& handle, const std::function<bool()>& done,
+                      std::optional<std::chrono::milliseconds> idle, std::chrono::milliseconds timeout,
+                      std::stop_token stop, std::uint64_t* handled) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + timeout;
+  if (done()) return true;
+  PersistentSubscription sub = open_persistent_subscription(store, name, options, stop);
+  auto last_event = Clock::now();
+  // Short waits, so done() (which may depend on another process's progress) and the deadline are seen.
+  constexpr std::chrono::milliseconds kPoll{100};
+  while (!stop.stop_requested()) {
+    auto now = Clock::now();
+    if (now >= deadline) break;
+    if (idle && now - last_event >= *idle) break;
+    auto wait = std::min<std::chrono::milliseconds>(
+        kPoll, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + std::chrono::milliseconds(1));
+    auto d = sub.next(wait, stop);
+    if (!d) {
+      if (done()) {
+        sub.close();
+        return true;
+      }
+      continue;
+    }
+    last_event = Clock::now();
+    try {
+      handle(*d->event);
+    } catch (const std::exception& e) {
+      sub.nack(d->key, e.what());
+      continue;
+    }
+    sub.ack(d->key);
+    if (handled) ++*handled;
+    if (done()) {
+      sub.close();
+      return true;
+    }
+  }
+  sub.close();
+  return false;
+}
+}  // namespace detail
+
+ProcessManagerRunner::ProcessManagerRunner(EventStore& store, std::string name, PersistentConsumerOptions options,
+                                           std::function<void(const RecordedEvent&)> handle) {
+  runner_.emplace(open_persistent_subscription(store, name, options),
+                  [handle = std::move(handle)](const PersistentDelivery& d) { handle(*d.event); });
+}
+
+ProcessManagerRunner::~ProcessManagerRunner() { stop(); }
+
+void ProcessManagerRunner::stop() {
+  if (runner_) runner_->stop();
+}
+
+bool ProcessManagerRunner::running() const { return runner_ && runner_->running(); }
+
+std::exception_ptr ProcessManagerRunner::error() const { return runner_ ? runner_->error() : nullptr; }
+
+}  // namespace sourced

@@ -1,0 +1,152 @@
+#include "sourced/process_manager.hpp"
+
+#include <chrono>
+
+#include <gtest/gtest.h>
+
+#include "cqrs/transfer_app.hpp"
+#include "store/engines.hpp"
+
+namespace sourced {
+namespace {
+
+using namespace std::chrono_literals;
+using namespace testing::bank;
+using sourced::testing::EngineParam;
+
+class ProcessManagerTest : public ::testing::TestWithParam<EngineParam> {
+ protected:
+  void SetUp() override {
+    harness_ = GetParam().make();
+    if (auto why = harness_->skip_reason()) GTEST_SKIP() << *why;
+    store_ = harness_->open();
+    app_ = std::make_unique<TransferApp>(*store_);
+    app_->manager.create_subscription();
+    app_->bus.dispatch(Open{"ada", "Ada"});
+    app_->bus.dispatch(Deposit{"ada", 100});
+    app_->bus.dispatch(Open{"bob", "Bob"});
+  }
+  TransferApp& app() { return *app_; }
+  // The events of `stream` that carry `correlation`.
+  std::vector<std::string> types_in(const std::string& stream, const Uuid& correlation) {
+    std::vector<std::string> out;
+    for (const auto& e : store_->read_stream(stream).to_vector()) {
+      if (e.correlation_id == correlation) out.push_back(e.type);
+    }
+    return out;
+  }
+
+  std::unique_ptr<testing::EngineHarness> harness_;
+  std::unique_ptr<EventStore> store_;
+  std::unique_ptr<TransferApp> app_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Engines, ProcessManagerTest, ::testing::ValuesIn(testing::all_engines()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST_P(ProcessManagerTest, ATransferDebitsCreditsCompletesAndStops) {
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 30, id);
+  ASSERT_TRUE(app().manager.run_until_stopped(id.to_string(), 20s));
+  EXPECT_EQ(app().stage("t1"), Transfer::Stage::completed);
+  EXPECT_EQ(app().balance("ada"), 70);
+  EXPECT_EQ(app().balance("bob"), 30);
+  EXPECT_EQ(types_in("account-ada", id), std::vector<std::string>{"MoneyWithdrawn"});
+  EXPECT_EQ(types_in("account-bob", id), std::vector<std::string>{"MoneyDeposited"});
+  EXPECT_FALSE(app().manager.instance(id.to_string())) << "a stopped instance is gone";
+  EXPECT_TRUE(app().manager.stopped(id.to_string()));
+  // The commands were dispatched with ids derived from the process manager, the event and the index.
+  auto request = store_->read_stream("transfer-t1").to_vector().at(0);
+  auto debit = store_->read_stream("account-ada").to_vector().back();
+  EXPECT_EQ(debit.causation_id, process_command_id("transfers", request.id, 0));
+  EXPECT_EQ(debit.id, command_event_id(process_command_id("transfers", request.id, 0), 0));
+}
+
+TEST_P(ProcessManagerTest, ACreditToAClosedAccountIsRefundedOnce) {
+  app().bus.dispatch(Close{"bob"});
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 30, id);
+  ASSERT_TRUE(app().manager.run_until_stopped(id.to_string(), 20s));
+  EXPECT_EQ(app().stage("t1"), Transfer::Stage::compensated);
+  EXPECT_EQ(app().balance("ada"), 100);
+  EXPECT_EQ(types_in("account-ada", id), (std::vector<std::string>{"MoneyWithdrawn", "MoneyDeposited"}));
+  EXPECT_EQ(types_in("account-bob", id), std::vector<std::string>{});
+  // The rejection was recorded in the instance's stream before the compensation went out.
+  std::vector<std::string> records;
+  for (const auto& e : store_->read_stream(app().manager.instance_stream(id.to_string())).to_vector()) {
+    records.push_back(e.type);
+  }
+  EXPECT_EQ(records, (std::vector<std::string>{"$process-state", "$process-rejected", "$process-state",
+                                               "$process-state", "$process-state", "$process-stopped"}));
+}
+
+TEST_P(ProcessManagerTest, ARejectedDebitFailsTheTransfer) {
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 500, id);
+  ASSERT_TRUE(app().manager.run_until_stopped(id.to_string(), 20s));
+  EXPECT_EQ(app().stage("t1"), Transfer::Stage::failed);
+  EXPECT_EQ(app().balance("ada"), 100);
+  EXPECT_EQ(app().balance("bob"), 0);
+}
+
+TEST_P(ProcessManagerTest, HandlingAnEventAgainDispatchesNothingNew) {
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 30, id);
+  auto requested = store_->read_stream("transfer-t1").to_vector().at(0);
+  ProcessStep first = app().manager.handle(requested);
+  EXPECT_TRUE(first.started);
+  EXPECT_EQ(first.commands, 1u);
+  Position head = store_->head_position();
+  ProcessStep again = app().manager.handle(requested);
+  EXPECT_TRUE(again.skipped) << "the instance had handled it";
+  EXPECT_EQ(store_->head_position(), head);
+  // Lost state (a crash before it was saved): the command goes out again and the store writes nothing.
+  store_->delete_stream(app().manager.instance_stream(id.to_string()), ExpectedVersion::any(), DeleteMode::soft);
+  ProcessStep redo = app().manager.handle(requested);
+  EXPECT_EQ(redo.commands, 1u);
+  EXPECT_EQ(redo.repeated, 1u);
+  EXPECT_EQ(app().balance("ada"), 70);
+  EXPECT_EQ(types_in("account-ada", id), std::vector<std::string>{"MoneyWithdrawn"});
+}
+
+TEST_P(ProcessManagerTest, EventsOfNoRunningInstanceAreIgnored) {
+  // An ordinary withdrawal routes "proceed" by its own correlation id: no instance, nothing happens.
+  app().bus.dispatch(Withdraw{"ada", 10});
+  auto withdrawn = store_->read_stream("account-ada").to_vector().back();
+  ProcessStep step = app().manager.handle(withdrawn);
+  EXPECT_EQ(step.action, ProcessRoute::Action::proceed);
+  EXPECT_TRUE(step.skipped);
+  EXPECT_FALSE(store_->stream_info(app().manager.instance_stream(step.key)));
+}
+
+TEST_P(ProcessManagerTest, TheRunnerMovesTransfersOnItsOwnThread) {
+  app().bus.dispatch(Close{"bob"});
+  app().bus.dispatch(Open{"cy", "Cy"});
+  Uuid a = Uuid::v7(), b = Uuid::v7();
+  {
+    ProcessManagerRunner runner(app().manager);
+    app().request("t1", "ada", "cy", 30, a);
+    app().request("t2", "ada", "bob", 20, b);
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline &&
+           !(app().manager.stopped(a.to_string()) && app().manager.stopped(b.to_string()))) {
+      std::this_thread::sleep_for(10ms);
+    }
+    runner.stop();
+    EXPECT_FALSE(runner.error());
+  }
+  EXPECT_EQ(app().stage("t1"), Transfer::Stage::completed);
+  EXPECT_EQ(app().stage("t2"), Transfer::Stage::compensated);
+  EXPECT_EQ(app().balance("ada"), 70);
+  EXPECT_EQ(app().balance("cy"), 30);
+  // Nothing is left to do: the checkpoint passed every event.
+  EXPECT_EQ(app().manager.run_until_idle(200ms, 10s), 0u);
+}
+
+TEST_P(ProcessManagerTest, BadNamesAndKeysAreClearErrors) {
+  EXPECT_THROW(TransferManager(*store_, transfer_process_events(), app().bus, "no spaces"), InvalidArgument);
+  EXPECT_FALSE(app().manager.create_subscription()) << "it exists";
+}
+
+}  // namespace
+}  // namespace sourced
