@@ -1,9 +1,11 @@
 #include "sourced/process_manager.hpp"
 
 #include <chrono>
+#include <random>
 
 #include <gtest/gtest.h>
 
+#include "cqrs/faulty_store.hpp"
 #include "cqrs/transfer_app.hpp"
 #include "store/engines.hpp"
 
@@ -107,6 +109,31 @@ TEST_P(ProcessManagerTest, HandlingAnEventAgainDispatchesNothingNew) {
   EXPECT_EQ(redo.repeated, 1u);
   EXPECT_EQ(app().balance("ada"), 70);
   EXPECT_EQ(types_in("account-ada", id), std::vector<std::string>{"MoneyWithdrawn"});
+}
+
+TEST_P(ProcessManagerTest, ARejectionRecordedBeforeACrashIsNotDecidedAgain) {
+  // The debit is rejected (insufficient funds) and the transfer failed, then the process dies before
+  // saving the state. Money arrives before the event is delivered again: deciding the debit again would
+  // now take the money of a failed transfer. The recorded rejection stands instead.
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 500, id);
+  auto requested = store_->read_stream("transfer-t1").to_vector().at(0);
+  std::mt19937_64 rng(1);
+  testing::FaultyStore faulty(*store_, rng);
+  faulty.fail_when = [](std::string_view, std::span<const EventData> events) {
+    return events[0].type == "$process-state";
+  };
+  {
+    TransferApp crashing(faulty);
+    EXPECT_THROW(crashing.manager.handle(requested), testing::Crash);
+  }
+  EXPECT_EQ(app().stage("t1"), Transfer::Stage::failed) << "the compensation went out before the crash";
+  app().bus.dispatch(Deposit{"ada", 1000});
+  ProcessStep again = app().manager.handle(requested);
+  EXPECT_EQ(again.rejected, 1u);
+  EXPECT_EQ(again.repeated, 1u) << "the compensation is not sent twice";
+  EXPECT_EQ(app().balance("ada"), 1100);
+  EXPECT_EQ(types_in("account-ada", id), std::vector<std::string>{});
 }
 
 TEST_P(ProcessManagerTest, EventsOfNoRunningInstanceAreIgnored) {
