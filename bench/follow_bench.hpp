@@ -9,7 +9,7 @@
 
 namespace sourced::bench {
 
-// `rate` events/s for `seconds`, appended 10 per append by one paced writer.
+// `rate` events/s for `seconds`, appended 10 per append by 4 paced writers.
 void bench_follow(EventStore& store, const std::string& location, double seconds, int rate);
 
 }  // namespace sourced::bench
