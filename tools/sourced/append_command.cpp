@@ -144,6 +144,7 @@ std::vector<EventData> events_from_stdin(std::istream& in, std::size_t chunk) {
     events.push_back(event_from_line(line, number, members));
   };
   std::streambuf* source = in.rdbuf();
+  bool large = false;
   for (bool more = source != nullptr;;) {
     while (scanned < end) {
       const char* nl = static_cast<const char*>(std::memchr(buffer.get() + scanned, '\n', end - scanned));
@@ -176,6 +177,10 @@ std::vector<EventData> events_from_stdin(std::istream& in, std::size_t chunk) {
       begin = scanned = end;
     } else {
       end += static_cast<std::size_t>(n);
+      if (end == capacity && !large) {
+        large = true;  // a large input: its events will touch much memory
+        use_huge_pages_for_heap();
+      }
     }
   }
   return events;
