@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
@@ -69,6 +70,8 @@ class BlueGreenRunner::Impl {
   }
 
   void stop() {
+    // Two threads may call stop() at once: only one may join.
+    std::lock_guard stopping(stop_mu_);
     thread_.request_stop();
     if (thread_.joinable()) thread_.join();
     std::shared_ptr<ProjectionRunner> old, target;
@@ -103,8 +106,12 @@ class BlueGreenRunner::Impl {
       auto runner = serving();
       auto left = std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now());
       auto r = runner->wait_for(position, std::max(left, milliseconds(0)));
-      // The old version's runner stops at the switch: go on with the version that serves now.
-      if (r != WaitResult::stopped || serving() == runner || std::chrono::steady_clock::now() >= deadline) return r;
+      if (r != WaitResult::stopped) return r;
+      // The old version's runner stops at the switch: wait for the switch to end (it commits, or restarts
+      // the old runner), then go on with whichever version serves.
+      std::unique_lock lock(mu_);
+      cv_.wait_until(lock, deadline, [&] { return !switching_; });
+      if (serving_locked() == runner) return switching_ ? WaitResult::timeout : r;
     }
   }
 
@@ -112,14 +119,15 @@ class BlueGreenRunner::Impl {
 
   std::exception_ptr error() const {
     std::lock_guard lock(mu_);
-    return error_ ? error_ : target_runner_->error();
+    return target_runner_->error();
   }
 
  private:
   std::shared_ptr<ProjectionRunner> serving() const {
     std::lock_guard lock(mu_);
-    return switched_ || !old_ ? target_runner_ : old_;
+    return serving_locked();
   }
+  std::shared_ptr<ProjectionRunner> serving_locked() const { return switched_ || !old_ ? target_runner_ : old_; }
   std::shared_ptr<ProjectionRunner> serving_after_switch() const {
     std::lock_guard lock(mu_);
     return target_runner_;
@@ -143,11 +151,14 @@ class BlueGreenRunner::Impl {
           }
           auto p = target_runner_->progress();
           if (p.live && p.status == ProjectionStatus::following) {
-            // Live means it reached the head once; the head it must reach is the one read now, so the
-            // readers switched to it miss nothing the old version showed.
+            // Live means it reached the head once; first let it reach the head read now (the old version
+            // goes on serving meanwhile), then switch.
             auto head = events_.head_position();
             if (target_runner_->wait_for(head, o_.catch_up_timeout) == WaitResult::reached) switch_now();
           }
+        } else if (pending_drop_ && std::chrono::steady_clock::now() >= drop_at_) {
+          drop_tables(*pending_drop_);
+          pending_drop_.reset();
         }
       } catch (const std::exception& e) {
         o_.runner.log(fmt::format("sourced: projection {}: blue/green switch to version {}: {}; trying again", name_,
@@ -195,14 +206,26 @@ class BlueGreenRunner::Impl {
     }
   }
 
+  // Stops the old version, lets the target reach everything the old one committed (it may have gone past
+  // the head the caller read: readers must never see the model go back), then switches in one transaction.
+  // When the target does not get there in time, or the transaction fails, the old version is restarted and
+  // serves on until the next try.
   void switch_now() {
     auto old = active_;
-    // The old version stops first: it must not overwrite its retired state row after the switch. Readers
-    // still see its tables, complete through what it committed.
+    set_switching(true);
+    struct EndSwitch {
+      Impl* self;
+      ~EndSwitch() { self->set_switching(false); }
+    } end_switch{this};
     if (old_) old_->stop();
     try {
       std::optional<ProjectionState> old_row;
       if (old) old_row = models_.load_state({name_, *old, ""});
+      if (old_row && target_runner_->wait_for(old_row->checkpoint, o_.catch_up_timeout) != WaitResult::reached) {
+        throw std::runtime_error(
+            fmt::format("version {} has not reached position {} that version {} showed within {} ms", target_,
+                        old_row->checkpoint.value(), *old, o_.catch_up_timeout.count()));
+      }
       auto tx = models_.begin_transaction();
       tx->set_projection(versions_.at(target_).key);
       for (const auto& t : o_.tables) tx->show_table_as(t, versioned_table(t, target_));
@@ -215,7 +238,6 @@ class BlueGreenRunner::Impl {
       }
       tx->commit();
     } catch (...) {
-      // Not switched: the old version goes on serving and following until the next try.
       if (old_) {
         auto restarted = std::make_shared<ProjectionRunner>(events_, models_, versions_.at(*old), o_.runner);
         std::lock_guard lock(mu_);
@@ -231,7 +253,19 @@ class BlueGreenRunner::Impl {
     }
     o_.runner.log(fmt::format("sourced: projection {}: version {} switched in{}", name_, target_,
                               old ? fmt::format(" (version {} retired)", *old) : std::string()));
-    if (old && o_.drop_old_tables) drop_tables(*old);
+    // Other processes still running the old version notice the switch within kActiveCheck and stop: the
+    // old tables go after that, so their last batches do not fail on missing tables. A drop that fails is
+    // tried again at the next poll; one that never ran (stop, crash) runs at the next start.
+    if (old && o_.drop_old_tables) {
+      pending_drop_ = *old;
+      drop_at_ = std::chrono::steady_clock::now() + 2 * kActiveCheck;
+    }
+  }
+
+  void set_switching(bool on) {
+    std::lock_guard lock(mu_);
+    switching_ = on;
+    cv_.notify_all();
   }
 
   void drop_tables(std::uint32_t version) {
@@ -263,7 +297,10 @@ class BlueGreenRunner::Impl {
   bool switched_ = false;
   bool running_ = true;
   bool failed_ = false;
-  std::exception_ptr error_;
+  bool switching_ = false;                     // switch_now() runs: the old runner may be stopped for it
+  std::optional<std::uint32_t> pending_drop_;  // control thread only
+  std::chrono::steady_clock::time_point drop_at_;
+  std::mutex stop_mu_;
   std::shared_ptr<ProjectionRunner> old_;
   std::shared_ptr<ProjectionRunner> target_runner_;
 

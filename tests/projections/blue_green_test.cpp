@@ -182,6 +182,58 @@ TYPED_TEST(BlueGreen, ANewVersionBuildsBesideTheOldOneAndASwitchNeverShowsAHalfB
   EXPECT_EQ(read_counts(models), this->expected(2));
 }
 
+// Appends go on while the new version catches up and is switched in: the old version follows them up to
+// the switch, so the new one must have reached everything the old one showed before it is shown. A reader
+// querying throughout never sees the model go back.
+TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed) {
+  using Tx = typename TestFixture::Tx;
+  auto& models = this->h_.models();
+  this->append(1000);
+  {
+    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, options());
+    ASSERT_TRUE(v1.wait_until_switched(60s));
+  }
+  std::atomic<bool> stop{false}, failed{false};
+  std::string bad;  // read once the reader has ended
+  std::jthread writer([&] {
+    for (int i = 0; !stop && !failed; ++i) {
+      this->h_.events().append("w-" + std::to_string(i % 7), ExpectedVersion::any(), {event("E"), event("E")});
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  std::jthread reader([&] {
+    long seen = 0;
+    while (!stop) {
+      try {
+        auto [events, version] = events_and_version(read_counts(models));
+        if (events < seen) {
+          bad = "version " + std::to_string(version) + " showed " + std::to_string(events) + " events after " +
+                std::to_string(seen) + " were shown";
+          failed = true;
+          return;
+        }
+        seen = events;
+      } catch (const std::exception& e) {
+        bad = std::string("a read failed: ") + e.what();
+        failed = true;
+        return;
+      }
+    }
+  });
+  // Old and new follow the same appends: the old one commits every 20 ms, the new one at its own pace.
+  auto o = options(25);
+  BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2, 100)}, o);
+  ASSERT_TRUE(v2.wait_until_switched(60s));
+  std::this_thread::sleep_for(100ms);
+  stop = true;
+  writer.join();
+  reader.join();
+  EXPECT_EQ(bad, "");
+  auto head = this->h_.events().head_position();
+  ASSERT_EQ(v2.wait_for(head, 10s), WaitResult::reached);
+  EXPECT_EQ(read_counts(models), this->expected(2));
+}
+
 TYPED_TEST(BlueGreen, ARestartRunsTheActiveVersionAndAnOlderTargetIsRefused) {
   using Tx = typename TestFixture::Tx;
   this->append(100);

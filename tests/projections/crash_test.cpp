@@ -168,14 +168,25 @@ TYPED_TEST(ProjectionCrash, SigkillWhileANewVersionBuildsThenResumeAndSwitch) {
     ASSERT_EQ(models.active_version("counts"), 1u);
     EXPECT_TRUE(w.kill_now());
   }
+  // Each round kills the worker once version 2 has committed a few hundred more positions (watched, not
+  // timed: a fast or a loaded machine kills it mid-build alike), so three rounds never finish the build.
   int killed_midway = 0;
+  std::uint64_t before = 0;
   for (int round = 0; round < 3; ++round) {
     Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), "blue_green_2", 150);
     ASSERT_TRUE(w.started());
-    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 150));
+    const std::uint64_t kill_at = before + 200 + rng() % 200;
+    auto until = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+      auto row = models.load_state({"counts", 2, ""});
+      if (row && row->checkpoint.value() >= kill_at) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "version 2 made no progress in round " << round;
+      std::this_thread::sleep_for(1ms);
+    }
     EXPECT_TRUE(w.kill_now()) << "the worker ended by itself";
     auto v2 = models.load_state({"counts", 2, ""});
-    if (v2 && v2->checkpoint.value() > 0 && v2->checkpoint < head) ++killed_midway;
+    if (v2 && v2->checkpoint.value() > before && v2->checkpoint < head) ++killed_midway;
+    if (v2) before = v2->checkpoint.value();
     // Not switched: readers still see version 1, whole.
     EXPECT_EQ(models.active_version("counts"), 1u);
     EXPECT_EQ(read_counts(models), whole(1)) << "round " << round;

@@ -129,10 +129,10 @@ TYPED_TEST(ReadYourWrites, AStoppedRunnerIsBehindAtOnceAndTheTimeoutCoversEveryP
   });
   this->bus_.register_projection(
       "throws", [](Position, std::chrono::milliseconds) -> bool { throw std::runtime_error("waiter broken"); });
-  auto r = this->bus_.dispatch(Open{"cy", "Cy"}, {}, {.wait_for = {"balances", "slow", "throws"}, .timeout = 300ms});
+  auto r = this->bus_.dispatch(Open{"cy", "Cy"}, {}, {.wait_for = {"balances", "slow", "throws"}, .timeout = 2s});
   EXPECT_EQ(r.projections_behind, (std::vector<std::string>{"slow", "throws"}));
   EXPECT_EQ(slow_calls.load(), 1);
-  EXPECT_LE(given, 300ms);
+  EXPECT_LE(given, 2s);  // what balances left of the shared budget (2 s: it must catch up under load)
   runner->stop();
   auto started = std::chrono::steady_clock::now();
   r = this->bus_.dispatch(Deposit{"cy", 1}, {}, {.wait_for = {"balances"}, .timeout = 10s});
