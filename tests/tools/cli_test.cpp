@@ -10,6 +10,8 @@
 #include <sqlite3.h>
 #include <sys/wait.h>
 
+#include "sourced/event_handler.hpp"
+#include "sourced/sqlite_store.hpp"
 #include "store/engines.hpp"
 
 namespace sourced::testing {
@@ -737,6 +739,48 @@ TEST_F(Cli, SubscriptionsAreCreatedListedShownAndDeleted) {
   EXPECT_EQ(run({"subscription", "delete", "mailer"}).code, 8);
   EXPECT_EQ(run({"subscription", "consume", "mailer"}).code, 8);
   EXPECT_EQ(run({"subscriptions"}).lines().size(), 2u);
+}
+
+// A failing event handler's error is where an operator looks: `sourced subscriptions` (and `subscription
+// info`) print it as last_error, and `subscription parked` lists the parked event with it.
+TEST_F(Cli, AFailingEventHandlersErrorIsShownBySubscriptions) {
+  ASSERT_EQ(run({"append", "account-1", "--type", "Opened"}).code, 0);
+  ASSERT_EQ(run({"append", "account-1", "--type", "Poison"}).code, 0);
+  ASSERT_EQ(run({"append", "account-2", "--type", "Bounce"}).code, 0);
+  {
+    auto store = open_sqlite_store(store_);
+    EventHandler mailer{.name = "mailer",
+                        .filter = EventFilter{.category = "account"},
+                        .handle =
+                            [](const HandledEvent& h) {
+                              if (h.event.type == "Poison") throw std::runtime_error("cannot render Poison");
+                              if (h.event.type == "Bounce") throw std::runtime_error("mailbox full");
+                            },
+                        .on_failure =
+                            [](const std::exception& e, const HandledEvent&) {
+                              return std::string(e.what()) == "mailbox full" ? FailureDecision::skip()
+                                                                             : FailureDecision::park();
+                            }};
+    EventHandlerRunner runner(*store, mailer, {.log = [](std::string_view) {}});
+    ASSERT_TRUE(runner.wait_for(Position(3), std::chrono::seconds(10)));
+  }
+  auto r = run({"subscriptions"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto lines = r.lines();
+  ASSERT_EQ(lines.size(), 1u) << r.out;
+  EXPECT_EQ(lines[0]["name"], "mailer");
+  EXPECT_EQ(lines[0]["checkpoint"], 3);
+  EXPECT_EQ(lines[0]["parked"], 1);
+  ASSERT_TRUE(lines[0]["last_error"].is_string()) << r.out;
+  std::string error = lines[0]["last_error"];
+  EXPECT_NE(error.find("account-2@1 (position 3, event "), std::string::npos) << error;
+  EXPECT_NE(error.find("attempt 1): mailbox full"), std::string::npos) << error;
+  EXPECT_EQ(json::parse(run({"subscription", "info", "mailer"}).out)["last_error"], error);
+  auto parked = run({"subscription", "parked", "mailer"}).lines();
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0]["position"], 2);
+  EXPECT_EQ(parked[0]["type"], "Poison");
+  EXPECT_NE(parked[0]["error"].get<std::string>().find("cannot render Poison"), std::string::npos);
 }
 
 TEST_F(Cli, SubscriptionInputIsCheckedBeforeTheStoreIsTouched) {
