@@ -7,6 +7,7 @@
 //   bank deposit ID AMOUNT [--command-id UUID]
 //   bank withdraw ID AMOUNT [--command-id UUID]
 //   bank close ID [--command-id UUID]
+//   bank transfer FROM TO AMOUNT [--command-id UUID]   (transfer.cpp: runs the transfer to its end)
 //   bank balance ID
 //
 // --store defaults to ./bank.db (a SQLite file); a postgres:// URL works the same. Exit codes: 0 done,
@@ -15,6 +16,7 @@
 // Each group of commands lives in a file of its own and is mounted below with one call.
 
 #include "bank.hpp"
+#include "transfer.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"The sourced bank example: run the scenario, or one command at a time."};
@@ -22,6 +24,7 @@ int main(int argc, char** argv) {
   bank::add_store_options(app, options);
   bank::CommandLine cli{app, options, {}};
   bank::add_account_commands(cli);
+  bank::add_transfer_commands(cli);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);

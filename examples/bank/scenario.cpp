@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "bank.hpp"
+#include "transfer.hpp"
 #ifdef SOURCED_WITH_POSTGRES
 #include "sourced/postgres_projection_store.hpp"
 #endif
@@ -47,6 +48,7 @@ int run_scenario(const BankOptions& options) {
     const std::string mail_path = options.mail.empty() ? mail_path_for(options.store) : options.mail;
     wipe(options, mail_path);
     Bank bank(options);
+    Transfers transfers(bank);  // registers the transfer commands on the bus before its first dispatch
     std::mutex mu;
     std::vector<std::string> mails;
     bank.run_balances();
@@ -94,6 +96,15 @@ int run_scenario(const BankOptions& options) {
     print_result("close cy", bus.dispatch(CloseAccount{"cy"}));
     print_result("deposit 5 into cy", bus.dispatch(Deposit{"cy", 5}));
 
+    // Each transfer runs the process manager in this thread until the transfer has ended.
+    fmt::print("\nTransfers, run by the process manager {} (debit, credit, and a refund when the credit is refused):\n",
+               kTransferProcess);
+    auto print_transfer = [](std::string_view what, const Transfers::Outcome& t) {
+      fmt::print("  {}: {}\n", what, describe(t.state));
+    };
+    print_transfer("transfer 5 from bob to ada", transfers.transfer("bob", "ada", 5));
+    print_transfer("transfer 10 from ada to cy", transfers.transfer("ada", "cy", 10));
+
     auto head = bank.store().head_position();
     bank.wait_for_balances(head);
     fmt::print("\nBalances, read from the projection {} (table bank_balances, at position {}):\n", kBalancesProjection,
@@ -101,8 +112,9 @@ int run_scenario(const BankOptions& options) {
     for (const auto& row : bank.balances().all()) fmt::print("{}\n", describe(row));
 
     auto* mailer = bank.run_mailer();
-    if (!mailer->wait_for(head, std::chrono::seconds(10))) {
-      throw sourced::StorageError("the mailer did not catch up with position " + std::to_string(head.value()));
+    auto mailed = last_account_event(bank.store());  // the mailer sees only account events
+    if (!mailer->wait_for(mailed, std::chrono::seconds(10))) {
+      throw sourced::StorageError("the mailer did not catch up with position " + std::to_string(mailed.value()));
     }
     {
       std::lock_guard lock(mu);

@@ -183,13 +183,18 @@ TEST_P(Bank, TheScenarioRunsAndEndsWithTheBalancesFromTheProjection) {
               std::string::npos)
         << r.out;
     EXPECT_NE(r.out.find("the repository reloaded ada and decided again (attempts: 2)"), std::string::npos) << r.out;
-    EXPECT_NE(r.out.find("account-ada: owner Ada, balance 10, open, version 4\n"
-                         "account-bob: owner Bob, balance 50, open, version 2\n"
+    EXPECT_NE(r.out.find("transfer 5 from bob to ada: completed: 5 moved from bob to ada\n"
+                         "  transfer 10 from ada to cy: compensated: the credit to cy was refused (account cy is "
+                         "closed), 10 refunded to ada\n"),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("account-ada: owner Ada, balance 15, open, version 7\n"
+                         "account-bob: owner Bob, balance 45, open, version 3\n"
                          "account-cy: owner Cy, balance 0, closed, version 2\n"),
               std::string::npos)
         << r.out;
     EXPECT_EQ(r.out.find("account-zed"), std::string::npos) << "the store was not fresh";
-    EXPECT_NE(r.out.find("E-mails the handler bank-mailer sent (8 in "), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("E-mails the handler bank-mailer sent (12 in "), std::string::npos) << r.out;
   }
 }
 
