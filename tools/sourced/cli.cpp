@@ -155,6 +155,15 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
   auto* subscriptions = app.add_subcommand(
       "subscriptions", "List persistent subscriptions as JSON lines (source, checkpoint, head, lag, holder)");
 
+  auto* projections =
+      app.add_subcommand("projections",
+                         "List the projections recorded in a read-model database as JSON lines (checkpoint, head, lag, "
+                         "status, open errors)");
+  // --store after the subcommand as well: `sourced projections --store EVENTS --models DB`.
+  projections->add_option("--store", o.store, "The event store (SQLite file or postgres:// URL)");
+  add_optional(projections, "--models", o.models,
+               "The read-model database (SQLite file or postgres:// URL; default: --store)");
+
   auto* init = app.add_subcommand(
       "init", "Create the store or bring its schema up to date (idempotent; opening a store for writing also does it)");
 
@@ -185,6 +194,7 @@ int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, 
     if (sub_replay->parsed()) return subscription_replay_command(o, io);
     if (sub_consume->parsed()) return subscription_consume_command(o, io);
     if (subscriptions->parsed()) return subscriptions_command(o, io);
+    if (projections->parsed()) return projections_command(o, io);
     return kUsage;
   } catch (const UsageError& e) {
     err << "sourced: " << redact(e.what(), o.store) << "\n";

@@ -46,6 +46,8 @@ struct Options {
   std::string source_stream;
   std::optional<std::string> max_in_flight, max_attempts, exec;
   bool wait = false;
+  // projections: the read-model database (default: the store's)
+  std::optional<std::string> models;
 };
 
 struct Io {
@@ -68,6 +70,7 @@ int subscription_parked_command(const Options& o, Io& io);
 int subscription_replay_command(const Options& o, Io& io);
 int subscription_consume_command(const Options& o, Io& io);
 int subscriptions_command(const Options& o, Io& io);
+int projections_command(const Options& o, Io& io);  // projection_commands.cpp
 
 // Appends the JSON line `sourced read` prints for `e` (read_command.cpp).
 void append_event_json(std::string& out, const RecordedEvent& e);
