@@ -16,9 +16,10 @@ std::string mail_path_for(const std::string& store) {
 Bank::Bank(BankOptions options)
     : options_(std::move(options)), mail_path_(options_.mail.empty() ? mail_path_for(options_.store) : options_.mail) {
   store_ = sourced::open_store(options_.store);
-  // The defaults, spelled out: a teller who loses a race reloads and decides again a few times.
+  // A teller who loses a race reloads and decides again; generously, since many tellers (processes) may
+  // work on one account at once and each retry is one short read.
   accounts_ = std::make_unique<AccountRepository>(*store_, account_events(), Account{},
-                                                  sourced::RepositoryOptions{.max_conflict_retries = 5});
+                                                  sourced::RepositoryOptions{.max_conflict_retries = 50});
   bus_.register_handler<OpenAccount>(*accounts_);
   bus_.register_handler<Deposit>(*accounts_);
   bus_.register_handler<Withdraw>(*accounts_);
@@ -41,7 +42,7 @@ sourced::EventHandlerRunner* Bank::run_mailer(bool wait,
   if (!mailer_) {
     try {
       mailer_ = std::make_unique<sourced::EventHandlerRunner>(
-          *store_, mailer(std::make_shared<Mailbox>(mail_path_), std::move(sent)),
+          *store_, mailer(std::make_shared<Mailbox>(mail_path_), *store_, std::move(sent)),
           sourced::EventHandlerOptions{.wait_for_lease = wait, .checkpoint_after_acks = 20});
     } catch (const sourced::SubscriptionLocked&) {
       if (wait) throw;

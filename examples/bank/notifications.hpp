@@ -22,6 +22,7 @@
 
 #include "domain.hpp"
 #include "sourced/event_handler.hpp"
+#include "sourced/store.hpp"
 
 namespace bank {
 
@@ -29,16 +30,13 @@ inline constexpr std::string_view kMailerName = "bank-mailer";
 
 class Mailbox {
  public:
-  explicit Mailbox(std::string path) : path_(std::move(path)) {
-    std::ifstream in(path_);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.starts_with("Message-Id: <") && line.ends_with(">")) sent_.insert(line.substr(13, line.size() - 14));
-    }
-  }
+  explicit Mailbox(std::string path) : path_(std::move(path)) {}
 
   // Sends (appends) `message` once per key; false when it was sent before.
   bool send_once(const std::string& key, const std::string& to, const std::string& subject, const std::string& body) {
+    // What was sent is read when the first mail goes out, not before: by then this process holds the
+    // mailer's lease, so no other one is writing.
+    if (!loaded_) load();
     if (sent_.count(key)) return false;
     std::string text = fmt::format("Message-Id: <{}>\nTo: {}\nSubject: {}\n\n{}\n\n", key, to, subject, body);
     // One write with O_APPEND: a message is in the file whole or not at all, as far as another reader or a
@@ -59,22 +57,46 @@ class Mailbox {
   const std::string& path() const { return path_; }
 
  private:
+  void load() {
+    std::ifstream in(path_);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.starts_with("Message-Id: <") && line.ends_with(">")) sent_.insert(line.substr(13, line.size() - 14));
+    }
+    loaded_ = true;
+  }
+
   std::string path_;
+  bool loaded_ = false;
   std::set<std::string> sent_;
 };
 
-// The mail for one account event; `sent` is called with the subject of each message actually sent.
-inline sourced::EventHandler mailer(std::shared_ptr<Mailbox> box,
+// The holder's name, from the account's first event (AccountOpened); the account id when it cannot be read.
+inline std::string holder_of(sourced::EventStore& store, const std::string& stream, const std::string& account) {
+  auto reader = store.read_stream(stream, {.max_count = 1});
+  if (reader.state() == sourced::EventReader::State::ok) {
+    if (const sourced::RecordedEvent* first = reader.try_next()) {
+      if (auto e = account_events().decode(*first, sourced::UnknownEventTypes::skip)) {
+        if (auto* opened = std::get_if<AccountOpened>(&*e)) return opened->owner;
+      }
+    }
+  }
+  return "the holder of account " + account;
+}
+
+// The mail for one account event, to the holder named when the account was opened (read from `store`, which
+// must outlive the handler); `sent` is called with the recipient and subject of each message actually sent.
+inline sourced::EventHandler mailer(std::shared_ptr<Mailbox> box, sourced::EventStore& store,
                                     std::function<void(const std::string& to, const std::string& subject)> sent = {}) {
   return sourced::EventHandler{
       .name = std::string(kMailerName),
       .filter = sourced::EventFilter{.category = "account"},
       .handle =
-          [box, sent](const sourced::HandledEvent& h) {
+          [box, sent, &store](const sourced::HandledEvent& h) {
             auto event = account_events().decode(h.event, sourced::UnknownEventTypes::skip);
             if (!event) return;
             const std::string account = h.event.stream.substr(std::string_view("account-").size());
-            const std::string to = fmt::format("holder of account {}", account);
+            const std::string to = holder_of(store, h.event.stream, account);
             std::string subject, body;
             std::visit(sourced::overloaded{
                            [&](const AccountOpened& o) {

@@ -1,9 +1,11 @@
 // The `bank` example binary, run as a script would: its one-at-a-time commands' exit codes, messages and
 // idempotency by --command-id, and the scenario, on a SQLite file and on PostgreSQL.
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -47,7 +49,9 @@ class Bank : public ::testing::TestWithParam<EngineParam> {
   }
 
   Result bank(const std::vector<std::string>& args) {
-    auto out = dir_.path() / "stdout", err = dir_.path() / "stderr";
+    static std::atomic<int> calls{0};
+    int call = calls++;
+    auto out = dir_.path() / ("stdout-" + std::to_string(call)), err = dir_.path() / ("stderr-" + std::to_string(call));
     std::string cmd = quote(BANK_BINARY);
     for (const auto& a : args) cmd += " " + quote(a);
     cmd += " --store " + quote(location_) + " --mail " + quote(mail_) + " >" + quote(out.string()) + " 2>" +
@@ -171,6 +175,32 @@ TEST_P(Bank, ARepeatedCommandIdWritesOnce) {
        at = mail.find("Subject: 40 deposited", at + 1))
     ++deposits;
   EXPECT_EQ(deposits, 2u) << mail;
+}
+
+// Tellers as processes: deposits racing on one account are each written once (the losers' repositories
+// decide again), the balances model sees every one though each process ran the projection itself, and
+// each deposit is mailed once though each process tried to run the mailer.
+TEST_P(Bank, TellersInManyProcessesOnOneAccountLoseNothingAndRepeatNothing) {
+  ASSERT_EQ(bank({"open", "pat", "Pat"}).code, 0);
+  constexpr int kTellers = 6;
+  std::vector<Result> results(kTellers);
+  {
+    std::vector<std::thread> tellers;
+    for (int i = 0; i < kTellers; ++i)
+      tellers.emplace_back([&, i] { results[i] = bank({"deposit", "pat", std::to_string(i + 1)}); });
+    for (auto& t : tellers) t.join();
+  }
+  for (const auto& r : results) ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(events_in("account-pat"), kTellers + 1u);
+  EXPECT_EQ(bank({"balance", "pat"}).out, "account-pat: owner Pat, balance 21, open, version 7\n");
+  ASSERT_EQ(bank({"deposit", "pat", "100"}).code, 0);  // its mailer catches up with any left unsent
+  std::string mail = slurp(mail_);
+  for (int i = 1; i <= kTellers; ++i) {
+    std::string subject = "To: Pat\nSubject: " + std::to_string(i) + " deposited\n";
+    auto first = mail.find(subject);
+    EXPECT_NE(first, std::string::npos) << subject << mail;
+    EXPECT_EQ(mail.find(subject, first + 1), std::string::npos) << "sent twice: " << subject;
+  }
 }
 
 TEST_P(Bank, TheScenarioRunsAndEndsWithTheBalancesFromTheProjection) {
