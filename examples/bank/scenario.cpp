@@ -47,10 +47,11 @@ int run_scenario(const BankOptions& options) {
   try {
     const std::string mail_path = options.mail.empty() ? mail_path_for(options.store) : options.mail;
     wipe(options, mail_path);
-    Bank bank(options);
-    Transfers transfers(bank);  // registers the transfer commands on the bus before its first dispatch
+    // Before the bank: its mailer thread writes into them until ~Bank stops it, also when a step throws.
     std::mutex mu;
     std::vector<std::string> mails;
+    Bank bank(options);
+    Transfers transfers(bank);  // registers the transfer commands on the bus before its first dispatch
     bank.run_balances();
     bank.run_mailer(true, [&](const std::string& to, const std::string& subject) {
       std::lock_guard lock(mu);
