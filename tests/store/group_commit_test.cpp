@@ -399,6 +399,9 @@ TEST(GroupCommit, ManyThreadsEachGetTheirOwnResultAndEveryGroupIsCommittedOnce) 
   constexpr int kThreads = 32, kEach = 300;
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;
+  // The first group is held until requests of other threads have queued behind it: on loaded cores each
+  // thread could otherwise run its whole loop within one time slice, every group holding one request.
+  engine.hold();
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kEach; ++i) {
@@ -408,6 +411,8 @@ TEST(GroupCommit, ManyThreadsEachGetTheirOwnResultAndEveryGroupIsCommittedOnce) 
       }
     });
   }
+  wait_queued(gc, 8);
+  engine.release();
   for (auto& t : threads) t.join();
   EXPECT_EQ(wrong.load(), 0);
   auto runs = engine.runs();
