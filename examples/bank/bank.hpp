@@ -123,6 +123,7 @@ std::string describe(const BalanceRow& row);
 // The commands, each in its own file.
 void add_account_commands(CommandLine& cli);  // open, deposit, withdraw, close, balance
 int run_scenario(const BankOptions& options);
+void add_projection_commands(CommandLine& cli);  // projections, projection rebuild|retry|skip (the library's)
 
 // ---- templates ----
 

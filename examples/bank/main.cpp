@@ -9,6 +9,8 @@
 //   bank close ID [--command-id UUID]
 //   bank transfer FROM TO AMOUNT [--command-id UUID]   (transfer.cpp: runs the transfer to its end)
 //   bank balance ID
+//   bank projections                          the projections' checkpoints, lag, status and errors
+//   bank projection rebuild balances          (and retry / skip): the library's projection commands
 //
 // --store defaults to ./bank.db (a SQLite file); a postgres:// URL works the same. Exit codes: 0 done,
 // 1 a store or system failure, 2 bad input, 3 refused by the domain (the reason on stderr).
@@ -25,6 +27,7 @@ int main(int argc, char** argv) {
   bank::CommandLine cli{app, options, {}};
   bank::add_account_commands(cli);
   bank::add_transfer_commands(cli);
+  bank::add_projection_commands(cli);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);

@@ -228,6 +228,27 @@ TEST_P(Bank, TheScenarioRunsAndEndsWithTheBalancesFromTheProjection) {
   }
 }
 
+TEST_P(Bank, TheLibrarysProjectionCommandsListRebuildAndRefuseWhatCannotBeDone) {
+  ASSERT_EQ(bank({"open", "ada", "Ada"}).code, 0);
+  ASSERT_EQ(bank({"deposit", "ada", "40"}).code, 0);
+  auto r = bank({"projections"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find(R"("name":"balances")"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(R"("errors":0)"), std::string::npos) << r.out;
+  r = bank({"projection", "rebuild", "balances"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("rebuilt projection balances v1 through position"), std::string::npos) << r.out;
+  r = bank({"balance", "ada"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "account-ada: owner Ada, balance 40, open, version 2\n") << "the rebuilt model";
+  r = bank({"projection", "retry", "balances"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("has not failed"), std::string::npos) << r.err;
+  r = bank({"projection", "rebuild", "nope"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("balances"), std::string::npos) << "names the projections it has: " << r.err;
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, Bank, ::testing::ValuesIn(sql_engines()),
                          [](const auto& info) { return info.param.name; });
 
