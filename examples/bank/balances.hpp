@@ -6,10 +6,14 @@
 //   bank_balances(account TEXT PRIMARY KEY, owner TEXT, balance BIGINT, status TEXT, version BIGINT)
 //
 // `version` is the account stream's version the row reflects: an event is applied only when it is newer,
-// so the model stays right even if two `bank` processes run the projection at the same moment (each
-// command catches it up before it returns): the second one to apply an event changes nothing.
+// so replaying an event the row already has changes nothing.
 //
-// Balances is not thread-safe; the runner it starts has its own connection and thread.
+// The projection is partitioned by account stream (kBalancesPartitions partitions, each worked by one
+// process at a time under a lease; the others see its progress through its state row). A bad event stops
+// only its account's partition: the other accounts' balances go on, and `bank projection retry|skip
+// balances PARTITION` puts the stopped one back to work.
+//
+// Balances is not thread-safe; the runner it starts has its own connections and threads.
 
 #include <algorithm>
 #include <memory>
@@ -20,6 +24,8 @@
 
 #include "domain.hpp"
 #include "sourced/projection.hpp"
+#include "sourced/projection_cli.hpp"
+#include "sourced/projection_partitions.hpp"
 #include "sourced/sqlite_projection_store.hpp"
 #include "sourced/store.hpp"
 #ifdef SOURCED_WITH_POSTGRES
@@ -29,6 +35,8 @@
 namespace bank {
 
 inline constexpr std::string_view kBalancesProjection = "balances";
+// Fixed for the projection's version: another count needs a new version (or a rebuild).
+inline constexpr std::uint32_t kBalancesPartitions = 4;
 
 // One row of the model.
 struct BalanceRow {
@@ -43,9 +51,12 @@ struct BalanceRow {
 class Balances {
  public:
   virtual ~Balances() = default;
-  // Starts the projection on its own thread: resumes from its checkpoint, catches up, then follows.
-  virtual std::unique_ptr<sourced::ProjectionRunner> start(sourced::EventStore& events,
-                                                           sourced::ProjectionRunnerOptions options) = 0;
+  // Starts the projection on its own threads: resumes from its checkpoints, catches up, then follows.
+  // `options.partitions` is set here.
+  virtual std::unique_ptr<sourced::PartitionedProjectionRunner> start(sourced::EventStore& events,
+                                                                      sourced::PartitionedRunnerOptions options) = 0;
+  // The read-model database (where the rows, the projection's state and its errors are).
+  virtual sourced::ProjectionStore& models() = 0;
   // Committed rows only.
   virtual std::optional<BalanceRow> find(const std::string& account) = 0;
   virtual std::vector<BalanceRow> all() = 0;
@@ -111,11 +122,13 @@ class BalancesIn final : public Balances {
   template <class... Args>
   BalancesIn(bool sqlite, Args&&... args) : sqlite_(sqlite), models_(std::forward<Args>(args)...) {}
 
-  std::unique_ptr<sourced::ProjectionRunner> start(sourced::EventStore& events,
-                                                   sourced::ProjectionRunnerOptions options) override {
-    return std::make_unique<sourced::ProjectionRunner>(
+  std::unique_ptr<sourced::PartitionedProjectionRunner> start(sourced::EventStore& events,
+                                                              sourced::PartitionedRunnerOptions options) override {
+    options.partitions = kBalancesPartitions;
+    return std::make_unique<sourced::PartitionedProjectionRunner>(
         events, models_, balances_projection<typename Store::Transaction>(sqlite_), std::move(options));
   }
+  sourced::ProjectionStore& models() override { return models_; }
   std::optional<BalanceRow> find(const std::string& account) override {
     std::optional<BalanceRow> out;
     try {
@@ -182,6 +195,24 @@ inline std::unique_ptr<Balances> open_balances(std::string_view location) {
 #endif
   }
   return std::make_unique<detail::BalancesIn<sourced::SqliteProjectionStore>>(true, sqlite_path(location));
+}
+
+// The projection as the library's projection commands (projection_cli.hpp) know it, for whichever
+// read-model store they are given (a Balances' models(): SQLite or PostgreSQL).
+inline sourced::ProjectionCommandEntry balances_command_entry() {
+  auto sqlite = sourced::projection_command_entry<sourced::SqliteProjectionStore>(
+      detail::balances_projection<sourced::SqliteProjectionStore::Transaction>(true), kBalancesPartitions);
+  sourced::ProjectionCommandEntry entry = sqlite;
+#ifdef SOURCED_WITH_POSTGRES
+  auto postgres = sourced::projection_command_entry<sourced::PostgresProjectionStore>(
+      detail::balances_projection<sourced::PostgresProjectionStore::Transaction>(false), kBalancesPartitions);
+  entry.rebuild = [sqlite = sqlite.rebuild, postgres = postgres.rebuild](sourced::EventStore& events,
+                                                                         sourced::ProjectionStore& models,
+                                                                         sourced::ProgressDisplay progress) {
+    (dynamic_cast<sourced::SqliteProjectionStore*>(&models) ? sqlite : postgres)(events, models, progress);
+  };
+#endif
+  return entry;
 }
 
 }  // namespace bank

@@ -29,10 +29,13 @@ Bank::Bank(BankOptions options)
 
 Bank::~Bank() { stop(); }
 
-sourced::ProjectionRunner& Bank::run_balances() {
+sourced::PartitionedProjectionRunner& Bank::run_balances() {
   if (!balances_runner_) {
-    balances_runner_ = balances_->start(
-        *store_, {.batch_interval = std::chrono::milliseconds(20), .progress = sourced::ProgressDisplay::none});
+    // Short intervals: a command waits for its own events, and the partitions another bank process works
+    // are seen through their state rows, read every takeover_interval.
+    balances_runner_ = balances_->start(*store_, {.batch_interval = std::chrono::milliseconds(20),
+                                                  .takeover_interval = std::chrono::milliseconds(50),
+                                                  .progress = sourced::ProgressDisplay::none});
   }
   return *balances_runner_;
 }
@@ -64,6 +67,15 @@ void Bank::wait_for_balances(sourced::Position position, std::chrono::millisecon
       break;
   }
   if (auto e = runner.error()) std::rethrow_exception(e);
+  for (const auto& p : runner.progress().partitions) {
+    if (p.status == sourced::ProjectionStatus::failed) {
+      throw sourced::StorageError(fmt::format(
+          "the balances projection's partition {} stopped at position {} before position {}: {} (see `bank "
+          "projections`; `bank projection retry {} {}` tries again, `bank projection skip {} {}` skips the event)",
+          p.partition, p.position.value(), position.value(), p.last_error, kBalancesProjection, p.partition,
+          kBalancesProjection, p.partition));
+    }
+  }
   throw sourced::StorageError(fmt::format("the balances projection stopped before position {}", position.value()));
 }
 

@@ -60,7 +60,7 @@ class Bank {
   const BankOptions& options() const { return options_; }
 
   // Starts the balances projection (resume, then follow) unless it runs already.
-  sourced::ProjectionRunner& run_balances();
+  sourced::PartitionedProjectionRunner& run_balances();
   // Starts the mailer unless it runs already; `sent` hears of each mail sent. Waits for the mailer's
   // lease only when `wait`; nullptr when another process runs the mailer now (it will send the mail).
   sourced::EventHandlerRunner* run_mailer(bool wait = true,
@@ -77,7 +77,7 @@ class Bank {
   std::unique_ptr<AccountRepository> accounts_;
   sourced::CommandBus bus_;
   std::unique_ptr<Balances> balances_;
-  std::unique_ptr<sourced::ProjectionRunner> balances_runner_;
+  std::unique_ptr<sourced::PartitionedProjectionRunner> balances_runner_;
   std::unique_ptr<sourced::EventHandlerRunner> mailer_;
 };
 

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include "sourced/projection_partitions.hpp"
 #include "store/engines.hpp"
 
 namespace sourced::testing {
@@ -228,25 +229,84 @@ TEST_P(Bank, TheScenarioRunsAndEndsWithTheBalancesFromTheProjection) {
   }
 }
 
+std::size_t count(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+std::string line_with(const std::string& text, const std::string& what) {
+  auto at = text.find(what);
+  if (at == std::string::npos) return "";
+  auto begin = text.rfind('\n', at);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  return text.substr(begin, text.find('\n', at) - begin);
+}
+
 TEST_P(Bank, TheLibrarysProjectionCommandsListRebuildAndRefuseWhatCannotBeDone) {
   ASSERT_EQ(bank({"open", "ada", "Ada"}).code, 0);
   ASSERT_EQ(bank({"deposit", "ada", "40"}).code, 0);
+  ASSERT_EQ(bank({"open", "bob", "Bob"}).code, 0);
   auto r = bank({"projections"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.out.find(R"("name":"balances")"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find(R"("errors":0)"), std::string::npos) << r.out;
+  // One line per partition that has had events (ada's, bob's), each caught up with no errors.
+  EXPECT_GE(count(r.out, R"("name":"balances")"), 1u) << r.out;
+  EXPECT_EQ(count(r.out, R"("name":"balances")"), count(r.out, R"("errors":0)")) << r.out;
+  EXPECT_EQ(count(r.out, R"("status":"failed")"), 0u) << r.out;
+  for (auto field : {R"("partition":")", R"("head":3)", R"("lag":0)", R"("checkpoint":3)", R"("version":1)"}) {
+    EXPECT_NE(r.out.find(field), std::string::npos) << field << " in " << r.out;
+  }
   r = bank({"projection", "rebuild", "balances"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("rebuilt projection balances v1 through position"), std::string::npos) << r.out;
   r = bank({"balance", "ada"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "account-ada: owner Ada, balance 40, open, version 2\n") << "the rebuilt model";
-  r = bank({"projection", "retry", "balances"});
-  EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.err.find("has not failed"), std::string::npos) << r.err;
+  EXPECT_EQ(bank({"balance", "bob"}).out, "account-bob: owner Bob, balance 0, open, version 1\n");
+
   r = bank({"projection", "rebuild", "nope"});
   EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("no projection 'nope'"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("balances"), std::string::npos) << "names the projections it has: " << r.err;
+  r = bank({"projection", "retry", "balances", "4"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("partitions 0 to 3"), std::string::npos) << r.err;
+
+  // An event the projection cannot apply stops its account's partition only.
+  const std::string bad_stream = "account-zed";
+  const auto bad = std::to_string(partition_for(bad_stream, 4));
+  const auto good = std::to_string((partition_for(bad_stream, 4) + 1) % 4);
+  r = bank({"projection", "retry", "balances", good});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("has not failed"), std::string::npos) << r.err;
+  {
+    auto store = harness_->open();
+    store->append(bad_stream, ExpectedVersion::any(), {{.type = "MoneyDeposited", .data = R"({"amount":"lots"})"}});
+  }
+  r = bank({"balance", "ada"});
+  EXPECT_EQ(r.code, 1) << "the model cannot catch up with the head: " << r.out;
+  EXPECT_NE(r.err.find("partition " + bad + " stopped"), std::string::npos) << r.err;
+  r = bank({"projections"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(count(r.out, R"("status":"failed")"), 1u) << r.out;
+  const std::string failed = line_with(r.out, R"("status":"failed")");
+  EXPECT_NE(failed.find(R"("partition":")" + bad + "\""), std::string::npos) << failed;
+  EXPECT_NE(failed.find(R"("errors":1)"), std::string::npos) << failed;
+  EXPECT_NE(failed.find("stream 'account-zed', type 'MoneyDeposited'"), std::string::npos) << failed;
+  r = bank({"projection", "retry", "balances", bad});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("goes back to work"), std::string::npos) << r.out;
+  EXPECT_EQ(bank({"balance", "ada"}).code, 1) << "the event still cannot be applied";
+  r = bank({"projection", "skip", "balances", bad});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("skipped position"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("stream 'account-zed', type 'MoneyDeposited'"), std::string::npos) << r.out;
+  r = bank({"balance", "ada"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "account-ada: owner Ada, balance 40, open, version 2\n");
+  r = bank({"projections"});
+  EXPECT_EQ(count(r.out, R"("errors":0)"), count(r.out, R"("name":"balances")")) << r.out;
+  EXPECT_EQ(count(r.out, R"("status":"failed")"), 0u) << r.out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, Bank, ::testing::ValuesIn(sql_engines()),
