@@ -62,6 +62,8 @@ class EventReader {
   // to report progress while a filter skips a long run of events.
   const RecordedEvent* try_next();
   bool at_end() const;
+  // Events of the current page not yet returned: what next() returns without reading from the store.
+  std::size_t buffered() const { return page_.size() - index_; }
   // Reads what is left into a vector: convenient for short streams and tests.
   std::vector<RecordedEvent> to_vector();
 

@@ -104,6 +104,9 @@ class CatchUpSubscription {
   std::uint64_t checkpoint() const;
   // True between the caught_up notice and a fell_behind notice.
   bool live() const;
+  // Whether next() has an event at hand, read from the store with earlier ones and not yet delivered:
+  // a consumer that batches its work (a projection runner) can finish what it holds before it commits.
+  bool has_buffered() const;
 
   class Impl;
 

@@ -1,8 +1,11 @@
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -105,7 +108,22 @@ class ProjectionRunner::Impl {
 
   WaitResult wait_for(Position position, milliseconds timeout) const {
     std::unique_lock lock(mu_);
-    cv_.wait_for(lock, timeout, [&] { return shown_.position >= position || !running_; });
+    if (shown_.position < position && running_) {
+      // Told to the runner, which commits its open batch soon after it has applied this position (see
+      // awaited()).
+      auto it = waiting_.insert(position.value());
+      earliest_waited_.store(*waiting_.begin(), std::memory_order_relaxed);
+      struct Leave {
+        const Impl* self;
+        std::multiset<std::uint64_t>::iterator it;
+        ~Leave() {
+          self->waiting_.erase(it);
+          self->earliest_waited_.store(self->waiting_.empty() ? kNobodyWaits : *self->waiting_.begin(),
+                                       std::memory_order_relaxed);
+        }
+      } leave{this, it};
+      cv_.wait_for(lock, timeout, [&] { return shown_.position >= position || !running_; });
+    }
     if (shown_.position >= position) return WaitResult::reached;
     return running_ ? WaitResult::timeout : WaitResult::stopped;
   }
@@ -278,10 +296,22 @@ class ProjectionRunner::Impl {
           live = false;
           break;
       }
-      if (dirty_since_ && (batch_events_ >= o_.batch_events || clock_.now() - *dirty_since_ >= o_.batch_interval)) {
+      if (dirty_since_ && (batch_events_ >= o_.batch_events || clock_.now() - *dirty_since_ >= o_.batch_interval ||
+                           (awaited() && !sub.has_buffered()))) {
         commit();
       }
     }
+  }
+
+  // Whether a wait_for() is pending for a position the open batch has applied (or scanned past) but not
+  // committed. The runner then commits once it has applied the events it holds (the rest of the page
+  // read with that position) rather than at the batch's size or time limit, or after more reads: a
+  // waiter pays about one read and one commit, and many waiters share a commit. Read without the lock:
+  // a waiter that registers just after this look is seen after the next event, or released by the
+  // batch's own commit.
+  bool awaited() const {
+    std::uint64_t earliest = earliest_waited_.load(std::memory_order_relaxed);
+    return tx_ && earliest > committed_ && earliest <= pending_;
   }
 
   void apply(const RecordedEvent& e) {
@@ -447,6 +477,11 @@ class ProjectionRunner::Impl {
   std::deque<std::pair<Clock::TimePoint, std::uint64_t>> samples_;
   bool running_ = true;
   std::exception_ptr error_;
+  // The positions wait_for() calls are waiting for (one entry per call), and the smallest of them for the
+  // runner thread to read without the lock (kNobodyWaits when none).
+  static constexpr std::uint64_t kNobodyWaits = std::numeric_limits<std::uint64_t>::max();
+  mutable std::multiset<std::uint64_t> waiting_;
+  mutable std::atomic<std::uint64_t> earliest_waited_{kNobodyWaits};
 
   std::jthread thread_;  // last: stopped before the rest goes
 };

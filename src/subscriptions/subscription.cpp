@@ -110,6 +110,7 @@ class CatchUpSubscription::Impl {
 
   std::uint64_t checkpoint() const { return notified_checkpoint_; }
   bool live() const { return live_; }
+  bool has_buffered() const { return reader_ && !not_found_ && !fall_behind_next_ && reader_->buffered() > 0; }
 
  private:
   static constexpr std::int64_t kMaxWaitMs = 1'000'000'000'000;
@@ -161,6 +162,7 @@ std::optional<SubscriptionMessage> CatchUpSubscription::next(std::chrono::millis
 }
 std::uint64_t CatchUpSubscription::checkpoint() const { return impl_->checkpoint(); }
 bool CatchUpSubscription::live() const { return impl_->live(); }
+bool CatchUpSubscription::has_buffered() const { return impl_->has_buffered(); }
 
 CatchUpSubscription subscribe_to_all(EventStore& store, SubscriptionOptions options) {
   return CatchUpSubscription(std::make_unique<CatchUpSubscription::Impl>(store, std::nullopt, std::move(options)));

@@ -3,6 +3,7 @@
 
 #include "sourced/projection.hpp"
 
+#include <atomic>
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -159,6 +160,33 @@ TYPED_TEST(Projections, WaitForTimesOutWhileThePositionIsNotProcessedAndSaysWhen
   EXPECT_EQ(runner.wait_for(Position(head.value() + 1), 50ms), WaitResult::timeout);
   runner.stop();
   EXPECT_EQ(runner.wait_for(Position(head.value() + 1), 10s), WaitResult::stopped);
+}
+
+// A waiter is released by a commit as soon as the runner has applied its position, not at the batch's
+// size or time limit and not after further reads: here the handler of the awaited event appends another
+// event, whose handler then holds the runner, so only a commit before that next read releases the waiter.
+TYPED_TEST(Projections, AWaiterIsReleasedBeforeTheBatchLimitsOrTheNextReadWouldCommit) {
+  std::atomic<bool> hold{true};
+  Position awaited(this->h_.events().head_position().value() + 10);
+  auto p = this->h_.projection("counts", [&](const RecordedEvent& e) {
+    if (e.position == awaited) this->h_.events().append("slow-1", ExpectedVersion::any(), {event("Happened")});
+    // Bounded, so a failed test cannot leave the runner's thread stuck here.
+    for (int i = 0; e.stream == "slow-1" && hold && i < 20000; ++i) std::this_thread::sleep_for(1ms);
+  });
+  ProjectionRunner runner(this->h_.events(), this->h_.models(), std::move(p),
+                          quiet({.batch_events = 1'000'000, .batch_interval = std::chrono::hours(1)}));
+  ASSERT_EQ(runner.wait_for(Position(0), 10s), WaitResult::reached);
+  // The events come after the waiter has begun waiting (ample time for it to get there).
+  std::jthread writer([&] {
+    std::this_thread::sleep_for(200ms);
+    this->append(10);
+  });
+  EXPECT_EQ(runner.wait_for(awaited, 5s), WaitResult::reached);
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events(), std::nullopt, awaited.value()));
+  hold = false;
+  writer.join();
+  EXPECT_EQ(runner.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
 }
 
 TYPED_TEST(Projections, AFilteredProjectionReachesPositionsItOnlyScanned) {

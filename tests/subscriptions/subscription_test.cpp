@@ -204,6 +204,25 @@ TEST_P(Subscriptions, StartingFromTheEndDeliversOnlyNewEvents) {
   EXPECT_EQ(m.event->position.value(), 11u);
 }
 
+// has_buffered(): what a batching consumer (the projection runner) looks at before it commits.
+TEST_P(Subscriptions, HasBufferedSaysWhetherTheNextEventIsAlreadyReadFromTheStore) {
+  append_n("s", 3);
+  auto sub = subscribe_to_all(store());
+  EXPECT_FALSE(sub.has_buffered()) << "nothing is read before the first next()";
+  for (std::uint64_t p = 1; p <= 3; ++p) {
+    auto m = next(sub);
+    ASSERT_EQ(m.kind, Kind::event);
+    EXPECT_EQ(m.event->position.value(), p);
+    EXPECT_EQ(sub.has_buffered(), p < 3) << "after position " << p << " of one page of 3";
+  }
+  EXPECT_EQ(next(sub).kind, Kind::caught_up);
+  append_n("s", 2);
+  ASSERT_EQ(next(sub).kind, Kind::event);
+  EXPECT_TRUE(sub.has_buffered());
+  ASSERT_EQ(next(sub).kind, Kind::event);
+  EXPECT_FALSE(sub.has_buffered());
+}
+
 TEST_P(Subscriptions, ALiveSubscriberTooFarBehindFallsBehindAndCatchesUpAgain) {
   auto sub = subscribe_to_all(store(), {.max_live_lag = 100});
   EXPECT_EQ(next(sub).kind, Kind::caught_up);
