@@ -64,6 +64,8 @@ class PostgresProjectionTransaction final : public ProjectionTransaction {
   void show_table_as(std::string_view stable, std::string_view table) override;
   void drop_table(std::string_view table) override;
   void save_active_version(std::string_view name, std::uint32_t version) override;
+  // pg_advisory_xact_lock on a key of its own (one per database): queued like any statement.
+  void lock_for_setup() override;
   // Waits for what is queued (a round trip): the row count decides.
   bool save_state_if(const ProjectionState& state, Position expected) override;
   void record_error(const ProjectionError& error) override;

@@ -120,6 +120,14 @@ class ProjectionTransaction {
   // Records `version` as the one readers of `name` are served (table sourced_projection_active).
   virtual void save_active_version(std::string_view name, std::uint32_t version);
 
+  // Waits until no other transaction on this read-model database holds the setup lock, then holds it until
+  // this transaction ends. Runners take it before a projection's setup (and a rebuild's clear) hook, because
+  // PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe when two sessions run it at once (the loser fails on
+  // the catalog's unique index): processes starting one projection together take turns instead. PostgreSQL:
+  // a transaction-scoped advisory lock. The default does nothing: a SQLite batch holds the database's write
+  // lock from its start, and a memory store's transactions take turns already.
+  virtual void lock_for_setup() {}
+
  private:
   std::optional<ProjectionKey> projection_;
 };
@@ -281,8 +289,10 @@ ErasedProjection erase(Projection<Transaction> p) {
 // Runs one projection on its own thread: rebuilds or resumes, catches up, then follows new events, until
 // stopped. Thread-safe: progress(), wait_for(), stop(), running() and error() may be called from any
 // thread. The event store and the read-model store must outlive the runner; stop() (or the destructor)
-// returns once the thread has ended, after committing what was applied. One runner per projection key at
-// a time: two runners of the same key on one read-model database would both apply each event.
+// returns once the thread has ended, after committing what was applied. Two runners of the same key on one
+// read-model database (two processes) are safe but wasteful: each commit is fenced on the checkpoint its
+// batch started from, so the slower runner's batch rolls back and it goes on from the other's checkpoint
+// (no event applied twice, the checkpoint never goes back). Share work with PartitionedProjectionRunner.
 class ProjectionRunner {
  public:
   template <class Store>

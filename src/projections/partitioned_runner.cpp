@@ -412,6 +412,7 @@ class PartitionedProjectionRunner::Impl {
       for (int attempt = 1;; ++attempt) {
         try {
           auto tx = begin();
+          tx->lock_for_setup();
           p_.setup(*tx);
           tx->commit();
           break;
@@ -435,6 +436,7 @@ class PartitionedProjectionRunner::Impl {
         }
       }
       auto tx = begin();
+      tx->lock_for_setup();
       p_.clear(*tx);
       auto at = now();
       for (std::uint32_t p = 0; p < o_.partitions; ++p) {

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS sourced_projection_errors (
   PRIMARY KEY (name, version, partition, position)
 ))";
 
+// The advisory lock (one bigint) that serialises DDL on a read-model database: the stores' own tables and the
+// projections' setup hooks. A fixed value, the same in every process and build ("sourced_s" in ASCII).
+constexpr std::int64_t kSetupLock = 0x736f75726365645f;
+
 // The fence: the row is written only while its checkpoint is still the one the writer started from.
 constexpr std::string_view kSaveStateIf =
     "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
@@ -206,20 +210,17 @@ class PostgresProjectionStore::Impl {
   std::unique_ptr<pg::Connection> connect(bool create) {
     auto c = std::make_unique<pg::Connection>(target_);
     if (create) {
-      std::string sql = fmt::format("CREATE SCHEMA IF NOT EXISTS {}", pg::quote_ident(schema_));
-      for (int attempt = 0;; ++attempt) {
-        try {
-          // Two processes creating the same schema or table at once: one fails on the catalog's unique
-          // index; the second attempt finds it there.
-          c->exec(sql.c_str(), "creating the read-model schema");
-          c->exec(fmt::format("SET search_path TO {}", pg::quote_ident(schema_)).c_str(), "setting the search path");
-          c->exec(kStateTable, "creating the projection state table");
-          c->exec(kErrorTable, "creating the projection errors table");
-          break;
-        } catch (const pg::ServerError&) {
-          if (attempt >= 2) throw;
-        }
-      }
+      // Two sessions creating the same schema or table at once (IF NOT EXISTS included) collide in the
+      // catalog and one fails: stores opened together take turns under the setup lock, and each finds
+      // what the one before it committed.
+      c->exec("BEGIN", "starting the read-model setup");
+      c->exec(fmt::format("SELECT pg_advisory_xact_lock({})", kSetupLock).c_str(), "taking the setup lock");
+      c->exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", pg::quote_ident(schema_)).c_str(),
+              "creating the read-model schema");
+      c->exec(fmt::format("SET LOCAL search_path TO {}", pg::quote_ident(schema_)).c_str(), "setting the search path");
+      c->exec(kStateTable, "creating the projection state table");
+      c->exec(kErrorTable, "creating the projection errors table");
+      c->exec("COMMIT", "committing the read-model setup");
     }
     c->exec(fmt::format("SET search_path TO {}", pg::quote_ident(schema_)).c_str(), "setting the search path");
     return c;
@@ -459,6 +460,10 @@ void PostgresProjectionTransaction::save_active_version(std::string_view name, s
       "INSERT INTO sourced_projection_active(name, version, switched_at) VALUES ($1, $2, now()) "
       "ON CONFLICT (name) DO UPDATE SET version = excluded.version, switched_at = excluded.switched_at",
       {name, version});
+}
+
+void PostgresProjectionTransaction::lock_for_setup() {
+  execute("SELECT pg_advisory_xact_lock($1::int8)", {kSetupLock});
 }
 
 bool PostgresProjectionTransaction::save_state_if(const ProjectionState& s, Position expected) {

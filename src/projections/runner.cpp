@@ -41,6 +41,10 @@ std::string with_commas(std::uint64_t n) {
   return s;
 }
 
+// Thrown by a commit whose fence refused: another runner of this key committed since this one's checkpoint,
+// so the batch is applied there already. Not a failure: the runner rolls back and goes on from there.
+struct CheckpointMoved {};
+
 std::string duration_text(std::chrono::seconds s) {
   auto n = s.count();
   if (n >= 3600) return fmt::format("{}h{:02}m", n / 3600, n / 60 % 60);
@@ -132,12 +136,16 @@ class ProjectionRunner::Impl {
 
  private:
   void run(std::stop_token stop) {
-    bool prepared = false;
+    bool prepared = false, moved = false;
     for (;;) {
       try {
         if (!prepared) {
           prepare();
           prepared = true;
+        }
+        if (moved) {
+          reload_checkpoint();
+          moved = false;
         }
         follow(stop);
         status_ = ProjectionStatus::stopped;
@@ -145,6 +153,16 @@ class ProjectionRunner::Impl {
         finish_display("stopped");
         end_run(nullptr);
         return;
+      } catch (const CheckpointMoved&) {
+        tx_.reset();  // rolls the batch back: the other runner has applied it
+        failure_context_.clear();
+        moved = true;
+        if (stop.stop_requested()) {
+          status_ = ProjectionStatus::stopped;
+          finish_display("stopped");
+          end_run(nullptr);
+          return;
+        }
       } catch (...) {
         auto error = std::current_exception();
         tx_.reset();  // rolls the batch back
@@ -194,10 +212,12 @@ class ProjectionRunner::Impl {
     return std::min(d, o_.retry_max);
   }
 
-  // Best effort: a store that cannot save the error cannot save anything, and the log has it.
+  // Best effort: a store that cannot save the error cannot save anything, and the log has it. Fenced like a
+  // batch: a row another runner has moved on is left as that runner wrote it.
   void record_state() {
     try {
-      models_.save_state(state_row(committed_));
+      auto tx = begin();
+      if (tx->save_state_if(state_row(committed_), Position(committed_))) tx->commit();
     } catch (const std::exception& e) {
       o_.log(fmt::format("sourced: projection {} v{}: could not record its state: {}", p_.key.name, p_.key.version,
                          e.what()));
@@ -215,6 +235,20 @@ class ProjectionRunner::Impl {
     return tx;
   }
 
+  // After a refused commit: the stored checkpoint is where this runner goes on from.
+  void reload_checkpoint() {
+    failure_context_ = "reading the checkpoint another runner moved";
+    auto saved = models_.load_state(p_.key);
+    std::uint64_t was = committed_;
+    committed_ = saved ? saved->checkpoint.value() : 0;
+    failure_context_.clear();
+    o_.log(fmt::format(
+        "sourced: projection {} v{}: another runner committed (checkpoint {} -> {}); this one's batch was rolled "
+        "back and it goes on from there",
+        p_.key.name, p_.key.version, was, committed_));
+    publish(false);
+  }
+
   void prepare() {
     auto saved = models_.load_state(p_.key);
     // committed_ mirrors the stored checkpoint at all times: a failure recorded before the rebuild's clear
@@ -227,6 +261,7 @@ class ProjectionRunner::Impl {
     if (p_.setup) {
       failure_context_ = "setting up";
       auto tx = begin();
+      tx->lock_for_setup();
       p_.setup(*tx);
       tx->commit();
     }
@@ -234,6 +269,7 @@ class ProjectionRunner::Impl {
       failure_context_ = "clearing the model for a rebuild";
       status_ = ProjectionStatus::rebuilding;
       auto tx = begin();
+      tx->lock_for_setup();
       p_.clear(*tx);
       tx->save_state(state_row(0));
       tx->commit();
@@ -352,7 +388,9 @@ class ProjectionRunner::Impl {
     bool moves = pending_ > committed_ || batch_events_ > 0;
     auto row = state_row(pending_);
     if (moves) row.attempts = 0;
-    tx_->save_state(row);
+    // The fence: two runners of this key (two processes started by mistake, a blue/green handover) would
+    // otherwise both apply each event, and the slower one would move the checkpoint back.
+    if (!tx_->save_state_if(row, Position(committed_))) throw CheckpointMoved{};
     tx_->commit();
     if (moves) attempts_ = 0;
     tx_.reset();
