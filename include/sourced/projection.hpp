@@ -94,11 +94,12 @@ class ProjectionTransaction {
   // Commits; throws (and leaves nothing committed) when the store refuses. Once only.
   virtual void commit() = 0;
 
-  // For partitions shared across processes (projection_partitions.hpp). The stores of this library
-  // implement them; the defaults throw InvalidArgument.
+  // For the runners' fences and partitions (projection_partitions.hpp). The stores of this library
+  // implement them; the defaults throw InvalidArgument (so a store of one's own must implement at least
+  // save_state_if: every runner's commit uses it).
   // Writes `state` only when the stored checkpoint of its key is still `expected` (no row counts as 0):
-  // the fence that keeps an owner that lost its lease from committing over the new owner. False when it
-  // was not written; the caller then drops the transaction (rolled back).
+  // the fence that keeps a second runner of a key, or an owner that lost its lease, from committing over
+  // the other. False when it was not written; the caller then drops the transaction (rolled back).
   virtual bool save_state_if(const ProjectionState& state, Position expected);
   // Inserts the error row of (key, position), or reopens and updates it (attempts add up).
   virtual void record_error(const ProjectionError& error);

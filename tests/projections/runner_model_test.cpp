@@ -23,6 +23,9 @@ class FaultyTransaction final : public ProjectionTransaction {
       : store_(store), inner_(std::move(inner)) {}
   MemoryProjectionTransaction& inner() { return static_cast<MemoryProjectionTransaction&>(*inner_); }
   void save_state(const ProjectionState& s) override { inner_->save_state(s); }
+  bool save_state_if(const ProjectionState& s, Position expected) override {
+    return inner_->save_state_if(s, expected);
+  }
   void commit() override;
 
  private:
