@@ -86,8 +86,8 @@ class GroupCommit {
     ~Engine() = default;
   };
 
-  // Starts the writer thread. `engine` must outlive this object (or its stop()), and be ready to take
-  // requests from the first submit().
+  // `engine` must outlive this object (or its stop()), and be ready to take requests from the first
+  // submit(). The writer thread starts when a request first has to queue behind a running group.
   GroupCommit(Engine& engine, GroupLimits limits);
   GroupCommit(const GroupCommit&) = delete;
   GroupCommit& operator=(const GroupCommit&) = delete;
@@ -124,7 +124,7 @@ class GroupCommit {
   bool active_ = false;  // a thread holds the writer role (runs a group)
   bool stopping_ = false;
   std::vector<Request*> group_;  // writer thread only
-  std::thread writer_;
+  std::thread writer_;           // started under mu_ by the first request that queues
 };
 
 }  // namespace sourced::detail

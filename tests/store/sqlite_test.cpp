@@ -1,6 +1,7 @@
 // SQLite-specific behaviour: the file, its schema version, sharing it between store objects.
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -425,6 +426,70 @@ TEST(SqliteStore, ConflictingAppendsQueuedIntoOneGroupFailAlone) {
   auto all = store->read_all().to_vector();
   ASSERT_EQ(all.size(), 1u + 1 + 2 * kThreads);
   for (std::size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i].position.value(), i + 1);
+}
+
+// A one-shot writer (a CLI `append` process) must not pay a checkpoint of the whole WAL at every close:
+// the WAL, synced at each commit, is kept, and the next open (read-only too) reads it back.
+TEST(SqliteStore, ClosingKeepsASmallWalWhoseEventsTheNextOpenReads) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  open_sqlite_store(path)->append("s", ExpectedVersion::no_stream(), {event("A"), event("B")});
+  ASSERT_TRUE(std::filesystem::exists(path + "-wal"));
+  EXPECT_GT(std::filesystem::file_size(path + "-wal"), 0u) << "the close checkpointed and emptied the WAL";
+  {
+    auto reader = open_sqlite_store(path, {.read_only = true});
+    EXPECT_EQ(reader->read_stream("s").to_vector().size(), 2u);
+    EXPECT_EQ(reader->head_position(), Position(2));
+  }
+  auto writer = open_sqlite_store(path);
+  writer->append("s", ExpectedVersion::exact(2), {event("C")});
+  EXPECT_EQ(writer->read_all().to_vector().size(), 3u);
+}
+
+// ... but a large WAL is checkpointed at close, so what the next open reads back stays bounded.
+TEST(SqliteStore, ClosingCheckpointsAndEmptiesALargeWal) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  {
+    auto store = open_sqlite_store(path);
+    std::vector<EventData> batch;
+    for (int i = 0; i < 2000; ++i) batch.push_back(event("Big", "{\"pad\":\"" + std::string(2000, 'x') + "\"}"));
+    store->append("s", ExpectedVersion::no_stream(), batch);  // ~4 MB: past 1,000 pages of WAL
+  }
+  ASSERT_TRUE(std::filesystem::exists(path + "-wal"));
+  EXPECT_EQ(std::filesystem::file_size(path + "-wal"), 0u);
+  auto reader = open_sqlite_store(path, {.read_only = true});
+  EXPECT_EQ(reader->head_position(), Position(2000));
+}
+
+// A WAL kept beside a store file that is then deleted must not leak into a new store made at that path.
+TEST(SqliteStore, AKeptWalBesideADeletedFileIsNotReadIntoANewStore) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  open_sqlite_store(path)->append("s", ExpectedVersion::no_stream(), {event("A")});
+  ASSERT_GT(std::filesystem::file_size(path + "-wal"), 0u);
+  std::filesystem::remove(path);
+  auto store = open_sqlite_store(path);
+  EXPECT_EQ(store->head_position(), Position(0));
+  EXPECT_FALSE(store->stream_info("s"));
+  store->append("t", ExpectedVersion::no_stream(), {event("B")});
+  EXPECT_EQ(store->read_all().to_vector().size(), 1u);
+}
+
+// An append that finds the store idle commits on its caller's thread: a process that opens a store,
+// appends once and closes it starts no thread (neither the group commit's writer nor the checkpointer).
+TEST(SqliteStore, ALoneAppendStartsNoThread) {
+  auto threads = [] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+    return n;
+  };
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  std::size_t before = threads();
+  auto store = open_sqlite_store(path);
+  store->append("s", ExpectedVersion::no_stream(), {event("A")});
+  EXPECT_EQ(threads(), before);
 }
 
 TEST(SqliteStore, OpenStoreUnderstandsPathsAndMemory) {

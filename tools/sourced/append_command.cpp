@@ -18,7 +18,8 @@ namespace sourced::cli {
 namespace {
 
 // Bytes read from stdin at a time, into a buffer reused for the whole input. SOURCED_STDIN_CHUNK (bytes)
-// overrides it, for the tests of lines that cross chunk boundaries.
+// overrides it, for the tests of lines that cross chunk boundaries (documented in the README as a test
+// hook: any value appends the same events).
 const std::size_t kStdinChunk = [] {
   const char* given = std::getenv("SOURCED_STDIN_CHUNK");
   std::size_t v = 0;

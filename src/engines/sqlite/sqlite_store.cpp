@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -417,14 +418,14 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     shared_ = std::make_shared<Shared>(path, options, kSchemaVersion);
     registry_ = make_registry(kSchemaVersion);
     // Checkpoints copy the WAL into the database file and sync it: done by the committing thread (SQLite's
-    // default) they stall every group commit behind them, so a background thread runs them instead.
+    // default) they stall every group commit behind them, so a background thread (started by the first
+    // commit that needs it) runs them instead.
     sqlite3_wal_autocheckpoint(writer_.handle(), 0);
     sqlite3_wal_hook(writer_.handle(), &SqliteStore::on_commit, this);
+    keep_wal_on_close();
     detail::GroupLimits limits;
     limits.max_events = options.max_group_events;
     group_commit_.emplace(static_cast<GroupCommit::Engine&>(*this), limits);
-    // Last: a thread member still joinable when the constructor throws would end the process.
-    checkpointer_ = std::thread([this] { run_checkpointer(); });
   }
 
   ~SqliteStore() override {
@@ -433,14 +434,15 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
       std::lock_guard lock(watcher_mu_);
       watcher_.reset();
     }
-    group_commit_.reset();                  // runs what is queued; its hooks use everything below
-    if (!checkpointer_.joinable()) return;  // read-only: no threads
+    group_commit_.reset();  // runs what is queued; its hooks use everything below
+    if (options_.read_only) return;
     {
       std::lock_guard lock(checkpoint_mu_);
       stopping_ = true;
     }
     checkpoint_cv_.notify_one();
-    checkpointer_.join();
+    if (checkpointer_.joinable()) checkpointer_.join();
+    checkpoint_before_close();
   }
 
   AppendResult append(std::string_view stream, ExpectedVersion expected, std::span<const EventData> events) override {
@@ -765,6 +767,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   // Called by SQLite after each commit with the WAL's size in pages.
   static int on_commit(void* self, sqlite3* db, const char*, int wal_pages) {
     auto* store = static_cast<SqliteStore*>(self);
+    store->wal_pages_ = wal_pages;
     if (wal_pages >= kFinishWalPages) {
       // While the writer keeps appending, the background checkpoint never sees the end of the WAL, so the
       // WAL never restarts from its beginning. Between two groups the writer copies what is left (little:
@@ -774,6 +777,13 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
       {
         std::lock_guard lock(store->checkpoint_mu_);
         store->checkpoint_wanted_ = true;
+        if (!store->checkpointer_.joinable() && !store->stopping_) {
+          try {
+            store->checkpointer_ = std::thread([store] { store->run_checkpointer(); });
+          } catch (const std::system_error&) {
+            // No thread: the WAL keeps growing until the writer copies it past kFinishWalPages.
+          }
+        }
       }
       store->checkpoint_cv_.notify_one();
     }
@@ -860,8 +870,32 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     }
   }
 
+  // A one-shot writer (a CLI `append` process) opens, commits once and closes. SQLite's default close
+  // checkpoints the whole WAL into the database file, syncs it and deletes the WAL (and -shm), so every
+  // such process paid a checkpoint and the next one created and grew a new WAL (whose first syncs cost
+  // more: the file's size changes). Instead the WAL is kept at close (it is synced: what it holds is
+  // durable) and is checkpointed only once it is large, so that the next process to open the file, which
+  // rebuilds the WAL index by reading every frame of the WAL, reads a bounded amount. SQLite deletes a
+  // WAL found beside a missing or empty database file, so a stale WAL cannot leak into a new store.
+  void keep_wal_on_close() {
+    sqlite3_db_config(writer_.handle(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+    int persist = 1;
+    sqlite3_file_control(writer_.handle(), "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
+  }
+
+  void checkpoint_before_close() noexcept {
+    if (wal_pages_ < kCloseCheckpointPages) return;
+    // TRUNCATE copies the WAL and empties it, so the next open has nothing to read back. A reader still
+    // in the WAL (another process) would make it wait: without a busy timeout it copies what it can
+    // and leaves the rest, as a PASSIVE checkpoint would.
+    sqlite3_busy_timeout(writer_.handle(), 0);
+    sqlite3_wal_checkpoint_v2(writer_.handle(), "main", SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+  }
+
   static constexpr int kCheckpointPages = 1000;
   static constexpr int kFinishWalPages = 4000;
+  // The WAL size (pages) past which closing the store checkpoints it (see keep_wal_on_close).
+  static constexpr int kCloseCheckpointPages = 1000;
 
   std::int64_t app_id() {
     ScopedStatement st = writer_.prepare("PRAGMA application_id");
@@ -889,7 +923,8 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
   std::condition_variable checkpoint_cv_;
   bool checkpoint_wanted_ = false;
   bool stopping_ = false;
-  std::thread checkpointer_;
+  std::thread checkpointer_;  // started under checkpoint_mu_ by the first commit that wants a checkpoint
+  int wal_pages_ = 0;         // the WAL's size after our last commit (writer role only, then the destructor)
   std::unique_ptr<SubscriptionRegistry> registry_;
   std::optional<GroupCommit> group_commit_;  // last: its writer thread calls run() until it is reset
 };
