@@ -45,7 +45,9 @@ void Connection::exec(const char* sql) {
   if (rc != SQLITE_OK) {
     std::string msg = err ? err : sqlite3_errstr(rc);
     sqlite3_free(err);
-    throw StorageError(fmt::format("SQLite store '{}': '{}' failed: {}", path_, sql, msg));
+    int primary = rc & 0xff;
+    throw StorageError(fmt::format("SQLite store '{}': '{}' failed: {}", path_, sql, msg),
+                       primary == SQLITE_BUSY || primary == SQLITE_LOCKED);
   }
 }
 

@@ -1,5 +1,6 @@
 #include "sourced/sqlite_store.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -336,10 +337,10 @@ int store_schema_version(Connection& c, bool read_only) {
     st->step();
     return st->int64(0);
   };
-  try {
-    // The header's numbers come from plain PRAGMAs, which do not parse the schema: parsing it costs a new
-    // connection ~0.5 ms, and a short command (the CLI's) would pay it here and again on its first query.
-    // The schema is looked at only for a file that does not carry our application id.
+  // The header's numbers come from plain PRAGMAs, which do not parse the schema: parsing it costs a new
+  // connection ~0.5 ms, and a short command (the CLI's) would pay it here and again on its first query.
+  // The schema is looked at only for a file that does not carry our application id.
+  auto read = [&] {
     app = header_value("PRAGMA application_id");
     version = header_value("PRAGMA user_version");
     if (app != kApplicationId) {
@@ -349,6 +350,20 @@ int store_schema_version(Connection& c, bool read_only) {
       st->step();
       objects = st->int64(0);
       ours = st->int64(1);
+    }
+  };
+  try {
+    read();
+    if (app == 0 && version == 0 && objects > 0) {
+      // Read one by one, a store that another process created in between looks like "tables but no
+      // version". Read again in one snapshot before calling it another program's database. (Only here:
+      // holding a read lock on every open delays a new file's switch to WAL in other processes.)
+      c.exec("BEGIN");
+      struct EndRead {
+        Connection& c;
+        ~EndRead() { sqlite3_exec(c.handle(), "COMMIT", nullptr, nullptr, nullptr); }
+      } end_read{c};
+      read();
     }
   } catch (const StorageError& e) {
     // Busy or locked past the timeout says nothing about what the file holds: a retry may open it.
@@ -399,7 +414,7 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
       registry_ = make_registry(version);
       return;
     }
-    writer_.exec("PRAGMA journal_mode=WAL");
+    enter_wal_mode(options.busy_timeout_ms);
     writer_.exec(options.durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     writer_.exec("PRAGMA foreign_keys=OFF");
     writer_.exec("PRAGMA cache_size=-65536");
@@ -563,6 +578,22 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
     host.read_only = options_.read_only;
     host.schema_version = version;
     return detail::sqlite::make_registry(std::move(host));
+  }
+
+  // Switching a new file to WAL needs it to itself: SQLite reports busy at once, without the busy handler,
+  // while another process opening the same new file holds a read lock for a moment. Wait as a busy
+  // handler would.
+  void enter_wal_mode(int busy_timeout_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_timeout_ms);
+    for (;;) {
+      try {
+        writer_.exec("PRAGMA journal_mode=WAL");
+        return;
+      } catch (const StorageError& e) {
+        if (!e.transient() || std::chrono::steady_clock::now() >= deadline) throw;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
 
   void migrate() {
