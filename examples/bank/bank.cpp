@@ -105,10 +105,19 @@ int report_failure(const std::exception& e) {
   return kExitFailure;
 }
 
+void catch_up_balances(Bank& bank, sourced::Position position) {
+  try {
+    bank.wait_for_balances(position, bank.options().wait);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "bank: the command is written (position {}), but the balances are not yet up to date: {}\n",
+               position.value(), e.what());
+  }
+}
+
 void after_command(Bank& bank, const sourced::CommandResult& result) {
   // Read your writes: the model has the command's events before the command returns. A repeat points at
   // what the first run wrote, which the model has seen or is about to.
-  bank.wait_for_balances(result.position);
+  catch_up_balances(bank, result.position);
   // The mail goes out now too, unless another bank process is sending it (then it sends this one as well).
   if (auto* m = bank.run_mailer(false)) m->wait_for(result.position, std::chrono::seconds(10));
 }

@@ -36,6 +36,9 @@ inline constexpr int kExitRejected = 3;  // the domain refused the command (mess
 struct BankOptions {
   std::string store = "bank.db";  // a SQLite file, "sqlite:PATH", or a postgres:// URL
   std::string mail;               // the mail file; empty: mail_path_for(store)
+  bool fresh = false;             // the scenario: wipe the store even when it holds events of others
+  // How long a command waits for the balances model to reach what it wrote (read your writes).
+  std::chrono::milliseconds wait{30000};
 };
 
 // Where the mailer writes by default: beside a SQLite store (bank.db → bank-mail.txt), else in the
@@ -90,6 +93,14 @@ struct BadInput : std::runtime_error {
 inline void add_store_options(CLI::App& app, BankOptions& options) {
   app.add_option("--store", options.store, "a SQLite file or a postgres:// URL (default ./bank.db)");
   app.add_option("--mail", options.mail, "the file the mailer writes to (default: beside the SQLite store)");
+  app.add_option_function<std::int64_t>(
+      "--wait-ms",
+      [&options](std::int64_t ms) {
+        if (ms < 0) throw CLI::ValidationError("--wait-ms", std::to_string(ms) + " is negative: give 0 or more");
+        options.wait = std::chrono::milliseconds(ms);
+      },
+      "how long a command waits for the balances to show what it wrote (default 30000); past it the command "
+      "still succeeds and says so on stderr");
 }
 
 // The command line: subcommands register here; main() parses and runs the one chosen (or the scenario).
@@ -128,6 +139,10 @@ void add_projection_commands(CommandLine& cli);  // projections, projection rebu
 // ---- templates ----
 
 int report_failure(const std::exception& e);
+// Waits (options().wait) for the balances to reach `position`, which a command has written. The command
+// has succeeded whatever happens here: when the model does not get there (a timeout, a stopped partition,
+// a store error) this says so on stderr and returns; the model catches up later.
+void catch_up_balances(Bank& bank, sourced::Position position);
 void after_command(Bank& bank, const sourced::CommandResult& result);
 
 template <class C>

@@ -2,7 +2,8 @@
 // decider behind a repository and a command bus), the balances as a projection into a table beside the
 // events, and a notification handler that "e-mails" account holders by writing to a file.
 //
-//   bank [--store PATH|URL] [--mail FILE]     the scripted scenario, on a store created fresh for it
+//   bank [--store PATH|URL] [--mail FILE] [--fresh]   the scripted scenario, on a store wiped for it: only
+//                                             an empty store or an earlier scenario's (else --fresh)
 //   bank open ID OWNER [--command-id UUID]    one command at a time, for scripts (the store is kept)
 //   bank deposit ID AMOUNT [--command-id UUID]
 //   bank withdraw ID AMOUNT [--command-id UUID]
@@ -24,6 +25,8 @@ int main(int argc, char** argv) {
   CLI::App app{"The sourced bank example: run the scenario, or one command at a time."};
   bank::BankOptions options;
   bank::add_store_options(app, options);
+  app.add_flag("--fresh", options.fresh,
+               "the scenario: wipe the store even when it holds events the scenario did not write");
   bank::CommandLine cli{app, options, {}};
   bank::add_account_commands(cli);
   bank::add_transfer_commands(cli);

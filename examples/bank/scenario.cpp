@@ -1,10 +1,18 @@
-// `bank [--store PATH|URL]`: the scripted scenario, on a store created fresh for it (a SQLite file is
-// deleted first; a PostgreSQL schema is dropped first), printing what happens.
+// `bank [--store PATH|URL] [--fresh]`: the scripted scenario, on a store created fresh for it (a SQLite file
+// is deleted first; a PostgreSQL schema is dropped first), printing what happens.
+//
+// It wipes only what it may: an empty store, or one whose last event is the end marker an earlier run of
+// the scenario wrote (so `bank` twice in a row just works). Anything else (accounts the one-at-a-time
+// commands opened on the default ./bank.db, another application's schema) makes it refuse with exit code
+// 2, unless --fresh says to wipe anyway. A scenario that died before its end marker counts as foreign too:
+// what came after it cannot be told apart.
 
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "bank.hpp"
+#include "sourced/open_store.hpp"
 #include "transfer.hpp"
 #ifdef SOURCED_WITH_POSTGRES
 #include "sourced/postgres_projection_store.hpp"
@@ -12,6 +20,40 @@
 
 namespace bank {
 namespace {
+
+// The scenario's own stream (category "bank", which no projection, handler or process manager reads):
+// started when it begins, finished when it ends.
+constexpr std::string_view kScenarioStream = "bank-scenario";
+constexpr std::string_view kScenarioStarted = "ScenarioStarted";
+constexpr std::string_view kScenarioFinished = "ScenarioFinished";
+
+void mark(sourced::EventStore& store, std::string_view type) {
+  sourced::EventData e;
+  e.type = std::string(type);
+  e.data = "{}";
+  e.content_type = sourced::ContentType::json;
+  store.append(kScenarioStream, sourced::ExpectedVersion::any(), {e});
+}
+
+// Why the store must not be wiped without --fresh; nullopt when it is missing, empty, or ends with an
+// earlier scenario's end marker.
+std::optional<std::string> foreign_events(const BankOptions& options) {
+  if (!is_postgres_location(options.store) && !std::filesystem::exists(sqlite_path(options.store))) {
+    return std::nullopt;
+  }
+  auto store = sourced::open_store(options.store);
+  sourced::ReadAllOptions last;
+  last.direction = sourced::Direction::backward;
+  last.max_count = 1;
+  sourced::EventReader reader = store->read_all(last);
+  const sourced::RecordedEvent* e = reader.next();
+  if (!e || (e->stream == kScenarioStream && e->type == kScenarioFinished)) return std::nullopt;
+  return fmt::format(
+      "{} already holds events the scenario did not write (its last: position {}, stream '{}', type '{}'); the "
+      "scenario starts from an empty store and would delete them. Pass --fresh to delete them anyway, or give "
+      "another --store",
+      options.store, e->position.value(), e->stream, e->type);
+}
 
 void wipe(const BankOptions& options, const std::string& mail_path) {
   std::filesystem::remove(mail_path);
@@ -46,6 +88,9 @@ void print_result(std::string_view what, const sourced::CommandResult& r) {
 int run_scenario(const BankOptions& options) {
   try {
     const std::string mail_path = options.mail.empty() ? mail_path_for(options.store) : options.mail;
+    if (!options.fresh) {
+      if (auto why = foreign_events(options)) throw BadInput(*why);
+    }
     wipe(options, mail_path);
     // Before the bank: its mailer thread writes into them until ~Bank stops it, also when a step throws.
     std::mutex mu;
@@ -58,6 +103,7 @@ int run_scenario(const BankOptions& options) {
       mails.push_back(fmt::format("to {}: {}", to, subject));
     });
     const auto& bus = bank.bus();
+    mark(bank.store(), kScenarioStarted);
 
     fmt::print("A fresh bank in {}\n\nOpening accounts and depositing:\n", options.store);
     print_result("open ada for Ada", bus.dispatch(OpenAccount{"ada", "Ada"}));
@@ -123,6 +169,8 @@ int run_scenario(const BankOptions& options) {
       for (const auto& m : mails) fmt::print("  {}\n", m);
     }
     bank.stop();
+    // Last: what lets the next run wipe this store without --fresh.
+    mark(bank.store(), kScenarioFinished);
     return kExitOk;
   } catch (const std::exception& e) {
     return report_failure(e);

@@ -107,7 +107,7 @@ int run_transfer(const BankOptions& options, const TransferArgs& args) {
       sourced::Position position;
     } written;
     written.position = bank.store().head_position();
-    bank.wait_for_balances(written.position);
+    catch_up_balances(bank, written.position);
     if (auto* m = bank.run_mailer(false)) m->wait_for(last_account_event(bank.store()), std::chrono::seconds(10));
     std::string repeat = t.repeated ? " (a repeat of command " + t.transfer + ": nothing written)" : "";
     if (t.state.stage == Transfer::Stage::failed) {

@@ -205,10 +205,19 @@ TEST_P(Bank, TellersInManyProcessesOnOneAccountLoseNothingAndRepeatNothing) {
 }
 
 TEST_P(Bank, TheScenarioRunsAndEndsWithTheBalancesFromTheProjection) {
-  // Twice: the scenario starts from a fresh store each time, even over what the commands left.
+  // It refuses to wipe what the one-at-a-time commands wrote, unless told to with --fresh.
   ASSERT_EQ(bank({"open", "zed", "Zed"}).code, 0);
-  for (int run = 0; run < 2; ++run) {
-    auto r = bank({});
+  auto refused = bank({});
+  EXPECT_EQ(refused.code, 2) << refused.out;
+  EXPECT_NE(refused.err.find("already holds events the scenario did not write (its last: position 1, stream "
+                             "'account-zed', type 'AccountOpened')"),
+            std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("Pass --fresh to delete them anyway"), std::string::npos) << refused.err;
+  EXPECT_EQ(events_in("account-zed"), 1u) << "nothing wiped";
+  // Then three runs: with --fresh over zed's account, then twice without flags over its own earlier run.
+  for (int run = 0; run < 3; ++run) {
+    auto r = run == 0 ? bank({"--fresh"}) : bank({});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("withdraw 80 from bob: rejected: account bob cannot withdraw 80: the balance is 50"),
               std::string::npos)
@@ -227,6 +236,32 @@ TEST_P(Bank, TheScenarioRunsAndEndsWithTheBalancesFromTheProjection) {
     EXPECT_EQ(r.out.find("account-zed"), std::string::npos) << "the store was not fresh";
     EXPECT_NE(r.out.find("E-mails the handler bank-mailer sent (12 in "), std::string::npos) << r.out;
   }
+  // A command after the scenario: its store is no longer only the scenario's.
+  ASSERT_EQ(bank({"deposit", "ada", "1"}).code, 0);
+  refused = bank({});
+  EXPECT_EQ(refused.code, 2);
+  EXPECT_NE(refused.err.find("stream 'account-ada', type 'MoneyDeposited'"), std::string::npos) << refused.err;
+  EXPECT_EQ(events_in("account-ada"), 8u) << "nothing wiped";
+}
+
+TEST_P(Bank, ACommandWhoseBalancesAreLateStillSucceedsAndSaysSo) {
+  ASSERT_EQ(bank({"open", "ada", "Ada"}).code, 0);
+  // No time at all for the balances: the deposit is written all the same.
+  auto r = bank({"deposit", "ada", "25", "--wait-ms", "0"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("deposited 25 into account ada (version 2, position 2)"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("bank: the command is written (position 2), but the balances are not yet up to date: the "
+                       "balances projection did not reach position 2 within 0 ms"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(events_in("account-ada"), 2u);
+  r = bank({"balance", "ada"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "account-ada: owner Ada, balance 25, open, version 2\n") << "caught up later";
+  r = bank({"deposit", "ada", "1", "--wait-ms", "-5"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("-5 is negative"), std::string::npos) << r.err;
+  EXPECT_EQ(events_in("account-ada"), 2u);
 }
 
 std::size_t count(const std::string& text, const std::string& what) {
