@@ -151,6 +151,23 @@ TYPED_TEST(Partitions, AFailingPartitionStopsAloneWithItsErrorRowAndARetryFinish
   EXPECT_GT(errors[0].failed_at, Timestamp());
   EXPECT_EQ(errors[0].resolution, "");
 
+  // The other partitions go on while this one stays failed: events appended after the failure reach the
+  // model (a runner that stopped every partition, or started none, once one failed would not get there).
+  this->append_spread(60, 17);
+  auto others_done = [&] {
+    auto now_model = this->h_.model("counts");
+    for (auto& [stream, row] : fold(this->h_.events())) {
+      RecordedEvent probe;
+      probe.stream = stream;
+      if (runner.partition_of(probe) != p && now_model[stream] != row) return false;
+    }
+    return true;
+  };
+  for (int i = 0; i < 1500 && !others_done(); ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_TRUE(others_done()) << "the other partitions stopped with the failed one";
+  EXPECT_EQ(this->h_.models().load_state(key)->status, ProjectionStatus::failed);
+  head = this->h_.events().head_position();
+
   failing = false;
   runner.retry(p);
   ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
