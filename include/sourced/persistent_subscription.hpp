@@ -95,6 +95,10 @@ struct PersistentConsumerOptions {
   // naming the holder.
   bool wait_for_lease = false;
   std::chrono::milliseconds lease_timeout{30'000};
+  // A lower in-flight limit than the subscription's, for this consumer (0: the subscription's). A
+  // consumer that must see events strictly in order (a process manager) sets 1: a failed event then
+  // blocks everything after it until it is acked or parked, whatever the subscription was created with.
+  std::uint32_t max_in_flight = 0;
   // The wait before the second delivery of a failed event, doubled for each
   // later one up to the cap.
   std::chrono::milliseconds retry_backoff{100};

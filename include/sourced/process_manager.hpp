@@ -45,10 +45,18 @@
 // must be handled by one thread at a time and events of one instance in order: that is what the
 // persistent subscription's single consumer (its lease) provides. The store, registry and bus must
 // outlive the process manager.
+//
+// Order: "at or before the instance's position" means "handled" only if no event can overtake another,
+// so the runners consume with at most one event in flight (PersistentConsumerOptions::max_in_flight =
+// 1, whatever the subscription was created with): an event that fails blocks the ones after it until
+// its retry succeeds or it is parked. A parked event that is replayed after its instance handled later
+// events would be applied out of order: handle() refuses it (ProcessEventOutOfOrder) and the runners
+// park it again at once, with that error.
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -62,6 +70,7 @@
 #include "sourced/command.hpp"
 #include "sourced/command_bus.hpp"
 #include "sourced/decider.hpp"
+#include "sourced/error.hpp"
 #include "sourced/event.hpp"
 #include "sourced/persistent_subscription.hpp"
 #include "sourced/serializer.hpp"
@@ -117,7 +126,8 @@ struct ProcessManagerOptions {
   // engine skips everything else) and start (default: the first event, as Commanded's :origin).
   std::optional<EventFilter> filter;
   SubscriptionStart start = SubscriptionStart::origin();
-  std::uint32_t max_in_flight = 100;
+  // No max_in_flight: a process manager handles one event at a time (see "Order" above); its
+  // subscription is created with 1 and consumed with 1.
   // Deliveries of an event that keeps failing (a store error, a command that fails validation) before
   // it is parked; parked events show in `sourced subscription parked` and can be replayed.
   std::uint32_t max_attempts = 10;
@@ -126,6 +136,13 @@ struct ProcessManagerOptions {
   // More commands than this for one event (a compensation that is itself rejected, over and over) is a
   // definition error: the event fails (and is parked after max_attempts).
   std::size_t max_commands_per_event = 100;
+};
+
+// A replayed (parked) event that its instance has moved past: the instance handled later events while
+// this one was parked, so applying it now would apply it out of order. The runners park it again.
+class ProcessEventOutOfOrder : public InvalidArgument {
+ public:
+  using InvalidArgument::InvalidArgument;
 };
 
 // What handling one event did.
@@ -178,11 +195,20 @@ StreamVersion save_process_rejection(EventStore& store, const std::string& strea
                                      const Rejection& rejection);
 void create_process_subscription(EventStore& store, std::string_view name, const ProcessManagerOptions& options,
                                  std::vector<std::string> event_types);
-// Consumes the subscription in the calling thread, handing each delivery to `handle` and acking it when
-// it returns (nacking when it throws), until `done()` is true (checked first and after each event),
+std::string process_event_out_of_order(std::string_view name, std::string_view key, const RecordedEvent& event,
+                                       Position instance_position);
+// What a process manager's consumer uses: `options` with one event in flight.
+PersistentConsumerOptions process_consumer_options(PersistentConsumerOptions options);
+// Hands one delivery to `handle` and settles it: ack when it returns, park at once for
+// ProcessEventOutOfOrder (retrying cannot cure it), nack (retry, parked after max_attempts) otherwise.
+// True when it was acked.
+bool settle_process_delivery(PersistentSubscription& sub, const PersistentDelivery& d,
+                             const std::function<void(const PersistentDelivery&)>& handle);
+// Consumes the subscription in the calling thread, handing each delivery to `handle` and settling it
+// (settle_process_delivery), until `done()` is true (checked first and after each event),
 // no event came for `idle` (when set), `timeout` passed or `stop` was requested. True when done() was.
 bool run_process_loop(EventStore& store, const std::string& name, const PersistentConsumerOptions& options,
-                      const std::function<void(const RecordedEvent&)>& handle, const std::function<bool()>& done,
+                      const std::function<void(const PersistentDelivery&)>& handle, const std::function<bool()>& done,
                       std::optional<std::chrono::milliseconds> idle, std::chrono::milliseconds timeout,
                       std::stop_token stop, std::uint64_t* handled);
 }  // namespace detail
@@ -240,8 +266,10 @@ class ProcessManager {
   }
 
   // Handles one event (see the top of this header): what the runners call for each delivery. Throws what
-  // dispatching or the store throws; handling the event again then is safe.
-  ProcessStep handle(const RecordedEvent& recorded) const {
+  // dispatching or the store throws; handling the event again then is safe. `replay`: the event was
+  // parked and is delivered again on request (PersistentDelivery::replay); throws ProcessEventOutOfOrder
+  // when its instance has handled a later event since.
+  ProcessStep handle(const RecordedEvent& recorded, bool replay = false) const {
     ProcessStep step;
     std::optional<Event> event = registry_.decode(recorded, UnknownEventTypes::skip);
     if (!event) return step;
@@ -256,6 +284,9 @@ class ProcessManager {
     }
     const std::string stream = instance_stream(step.key);
     ProcessInstanceRecord instance = detail::load_process_instance(store_, stream);
+    if (replay && instance.position.value() > recorded.position.value()) {
+      throw ProcessEventOutOfOrder(detail::process_event_out_of_order(name_, step.key, recorded, instance.position));
+    }
     if (instance.position.value() >= recorded.position.value()) return step;  // handled before
     if (route.action == ProcessRoute::Action::stop) {
       if (!instance.running) return step;
@@ -313,8 +344,8 @@ class ProcessManager {
   // lease when another consumer holds it (options().consumer). The subscription must exist.
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout, std::stop_token stop = {}) {
     return detail::run_process_loop(
-        store_, name_, options_.consumer, [this](const RecordedEvent& e) { handle(e); }, done, std::nullopt, timeout,
-        stop, nullptr);
+        store_, name_, options_.consumer, [this](const PersistentDelivery& d) { handle(*d.event, d.replay); }, done,
+        std::nullopt, timeout, stop, nullptr);
   }
   // run_until() the instance `key` has stopped: what a caller that started an instance (a transfer) and
   // wants to see it through uses.
@@ -327,8 +358,8 @@ class ProcessManager {
                                std::stop_token stop = {}) {
     std::uint64_t handled = 0;
     detail::run_process_loop(
-        store_, name_, options_.consumer, [this](const RecordedEvent& e) { handle(e); }, [] { return false; }, idle,
-        timeout, stop, &handled);
+        store_, name_, options_.consumer, [this](const PersistentDelivery& d) { handle(*d.event, d.replay); },
+        [] { return false; }, idle, timeout, stop, &handled);
     return handled;
   }
 
@@ -368,19 +399,20 @@ class ProcessManager {
 
 // Runs a process manager on its own thread through its persistent subscription, until stop(): each
 // delivery is handled (ProcessManager::handle) and acked when that returns; an exception nacks it (a
-// retry after a back-off, parked after max_attempts). Opening the subscription waits for its lease
+// retry after a back-off, parked after max_attempts; ProcessEventOutOfOrder parks it at once). One
+// event in flight (see "Order" at the top). Opening the subscription waits for its lease
 // (options().consumer), so a second runner in another process takes over when the first dies.
-// Thread-safety as PersistentSubscriptionRunner's: stop(), running() and error() from any thread. The
-// process manager must outlive the runner.
+// Thread-safety: stop(), running() and error() from any thread. The process manager must outlive the
+// runner.
 class ProcessManagerRunner {
  public:
   template <class PM>
-  requires requires(PM& pm, const RecordedEvent& e) { pm.handle(e); }
+  requires requires(PM& pm, const RecordedEvent& e) { pm.handle(e, true); }
   explicit ProcessManagerRunner(PM& pm)
       : ProcessManagerRunner(pm.store(), pm.name(), pm.options().consumer,
-                             [&pm](const RecordedEvent& e) { pm.handle(e); }) {}
+                             [&pm](const PersistentDelivery& d) { pm.handle(*d.event, d.replay); }) {}
   ProcessManagerRunner(EventStore& store, std::string name, PersistentConsumerOptions options,
-                       std::function<void(const RecordedEvent&)> handle);
+                       std::function<void(const PersistentDelivery&)> handle);
   ProcessManagerRunner(const ProcessManagerRunner&) = delete;
   ProcessManagerRunner& operator=(const ProcessManagerRunner&) = delete;
   ~ProcessManagerRunner();
@@ -392,7 +424,9 @@ class ProcessManagerRunner {
   std::exception_ptr error() const;
 
  private:
-  std::optional<PersistentSubscriptionRunner> runner_;
+  struct State;
+  std::shared_ptr<State> state_;
+  std::jthread thread_;
 };
 
 }  // namespace sourced

@@ -1,5 +1,8 @@
 #include "sourced/process_manager.hpp"
 
+#include <atomic>
+#include <mutex>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -136,19 +139,50 @@ void create_process_subscription(EventStore& store, std::string_view name, const
     settings.filter->event_types = std::move(event_types);
   }
   settings.start = options.start;
-  settings.max_in_flight = options.max_in_flight;
+  settings.max_in_flight = 1;  // what `sourced subscriptions` shows; the consumers force it anyway
   settings.max_attempts = options.max_attempts;
   create_persistent_subscription(store, name, settings);
 }
 
+std::string process_event_out_of_order(std::string_view name, std::string_view key, const RecordedEvent& event,
+                                       Position instance_position) {
+  return fmt::format(
+      "process manager {}, instance {}: event {} ({}) was parked and the instance has since handled position {}; "
+      "replaying it now would apply it out of order, so it stays parked",
+      name, key, event.id.to_string(), where(event), instance_position.value());
+}
+
+PersistentConsumerOptions process_consumer_options(PersistentConsumerOptions options) {
+  options.max_in_flight = 1;
+  return options;
+}
+
+bool settle_process_delivery(PersistentSubscription& sub, const PersistentDelivery& d,
+                             const std::function<void(const PersistentDelivery&)>& handle) {
+  try {
+    handle(d);
+  } catch (const ProcessEventOutOfOrder& e) {
+    sub.nack(d.key, e.what(), NackAction::park);
+    return false;
+  } catch (const std::exception& e) {
+    sub.nack(d.key, e.what());
+    return false;
+  } catch (...) {
+    sub.nack(d.key, "unknown exception");
+    return false;
+  }
+  sub.ack(d.key);
+  return true;
+}
+
 bool run_process_loop(EventStore& store, const std::string& name, const PersistentConsumerOptions& options,
-                      const std::function<void(const RecordedEvent&)>& handle, const std::function<bool()>& done,
+                      const std::function<void(const PersistentDelivery&)>& handle, const std::function<bool()>& done,
                       std::optional<std::chrono::milliseconds> idle, std::chrono::milliseconds timeout,
                       std::stop_token stop, std::uint64_t* handled) {
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + timeout;
   if (done()) return true;
-  PersistentSubscription sub = open_persistent_subscription(store, name, options, stop);
+  PersistentSubscription sub = open_persistent_subscription(store, name, process_consumer_options(options), stop);
   auto last_event = Clock::now();
   // Short waits, so done() (which may depend on another process's progress) and the deadline are seen.
   constexpr std::chrono::milliseconds kPoll{100};
@@ -167,13 +201,7 @@ bool run_process_loop(EventStore& store, const std::string& name, const Persiste
       continue;
     }
     last_event = Clock::now();
-    try {
-      handle(*d->event);
-    } catch (const std::exception& e) {
-      sub.nack(d->key, e.what());
-      continue;
-    }
-    sub.ack(d->key);
+    if (!settle_process_delivery(sub, *d, handle)) continue;
     if (handled) ++*handled;
     if (done()) {
       sub.close();
@@ -185,20 +213,49 @@ bool run_process_loop(EventStore& store, const std::string& name, const Persiste
 }
 }  // namespace detail
 
+namespace {
+// How long the runner waits for a delivery in one call; its stop request ends the wait at once.
+constexpr std::chrono::milliseconds kRunnerWait(60'000);
+}  // namespace
+
+struct ProcessManagerRunner::State {
+  std::atomic<bool> running{true};
+  mutable std::mutex mu;
+  std::exception_ptr error;  // guarded by mu
+};
+
 ProcessManagerRunner::ProcessManagerRunner(EventStore& store, std::string name, PersistentConsumerOptions options,
-                                           std::function<void(const RecordedEvent&)> handle) {
-  runner_.emplace(open_persistent_subscription(store, name, options),
-                  [handle = std::move(handle)](const PersistentDelivery& d) { handle(*d.event); });
+                                           std::function<void(const PersistentDelivery&)> handle)
+    : state_(std::make_shared<State>()) {
+  PersistentSubscription sub =
+      open_persistent_subscription(store, name, detail::process_consumer_options(std::move(options)));
+  thread_ =
+      std::jthread([state = state_, sub = std::move(sub), handle = std::move(handle)](std::stop_token stop) mutable {
+        try {
+          while (!stop.stop_requested()) {
+            if (auto d = sub.next(kRunnerWait, stop)) detail::settle_process_delivery(sub, *d, handle);
+          }
+          sub.close();
+        } catch (...) {
+          std::lock_guard lock(state->mu);
+          state->error = std::current_exception();
+        }
+        state->running = false;
+      });
 }
 
 ProcessManagerRunner::~ProcessManagerRunner() { stop(); }
 
 void ProcessManagerRunner::stop() {
-  if (runner_) runner_->stop();
+  thread_.request_stop();
+  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
 }
 
-bool ProcessManagerRunner::running() const { return runner_ && runner_->running(); }
+bool ProcessManagerRunner::running() const { return state_->running; }
 
-std::exception_ptr ProcessManagerRunner::error() const { return runner_ ? runner_->error() : nullptr; }
+std::exception_ptr ProcessManagerRunner::error() const {
+  std::lock_guard lock(state_->mu);
+  return state_->error;
+}
 
 }  // namespace sourced

@@ -43,7 +43,9 @@ class PersistentSubscription::Impl {
     lease_ = registry_.acquire(name_, options_.wait_for_lease, options_.lease_timeout, stop);
     auto info = read_info();
     config_ = info->config;
-    detail::DeliveryLimits limits{.max_in_flight = config_.max_in_flight,
+    std::uint32_t max_in_flight = config_.max_in_flight;
+    if (options_.max_in_flight > 0) max_in_flight = std::min(max_in_flight, options_.max_in_flight);
+    detail::DeliveryLimits limits{.max_in_flight = max_in_flight,
                                   .max_attempts = config_.max_attempts,
                                   .retry_backoff = options_.retry_backoff,
                                   .retry_backoff_max = options_.retry_backoff_max,

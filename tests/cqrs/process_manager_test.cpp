@@ -170,6 +170,85 @@ TEST_P(ProcessManagerTest, TheRunnerMovesTransfersOnItsOwnThread) {
   EXPECT_EQ(app().manager.run_until_idle(200ms, 10s), 0u);
 }
 
+TEST_P(ProcessManagerTest, AStateSaveThatFailsOnceDoesNotLoseTheNextEvent) {
+  // Review 5, PM-1: the first state save fails (a store error, not a crash), so the request is nacked
+  // and retried after a back-off. The debit it dispatched is already in the store: delivered meanwhile
+  // it found no running instance and was acked, and the transfer never moved past "debited".
+  std::mt19937_64 rng(1);
+  testing::FaultyStore faulty(*store_, rng);
+  bool failed = false;
+  faulty.fail_when = [&](std::string_view, std::span<const EventData> events) {
+    if (failed || events[0].type != "$process-state") return false;
+    failed = true;
+    return true;
+  };
+  TransferApp flaky(faulty);
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 30, id);
+  EXPECT_TRUE(flaky.manager.run_until_stopped(id.to_string(), 5s)) << "the transfer did not end";
+  EXPECT_TRUE(failed);
+  EXPECT_EQ(app().stage("t1"), Transfer::Stage::completed);
+  EXPECT_EQ(app().balance("ada"), 70);
+  EXPECT_EQ(app().balance("bob"), 30);
+  auto info = persistent_subscription_info(*store_, "transfers");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->config.max_in_flight, 1u) << "a process manager's subscription is created with one in flight";
+}
+
+TEST_P(ProcessManagerTest, AnExistingSubscriptionWithMoreInFlightIsConsumedOneAtATime) {
+  // A subscription created before the fix (or by hand) with max_in_flight 100: the consumer caps it.
+  ASSERT_TRUE(delete_persistent_subscription(*store_, "transfers"));
+  create_persistent_subscription(*store_, "transfers", {.max_in_flight = 100});
+  std::mt19937_64 rng(1);
+  testing::FaultyStore faulty(*store_, rng);
+  bool failed = false;
+  faulty.fail_when = [&](std::string_view, std::span<const EventData> events) {
+    if (failed || events[0].type != "$process-state") return false;
+    failed = true;
+    return true;
+  };
+  TransferApp flaky(faulty);
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 30, id);
+  EXPECT_TRUE(flaky.manager.run_until_stopped(id.to_string(), 5s)) << "the transfer did not end";
+  EXPECT_EQ(app().stage("t1"), Transfer::Stage::completed);
+  EXPECT_EQ(app().balance("bob"), 30);
+}
+
+TEST_P(ProcessManagerTest, AReplayedEventTheInstanceHasMovedPastIsParkedAgainNotAcked) {
+  Uuid id = Uuid::v7();
+  app().request("t1", "ada", "bob", 30, id);
+  ASSERT_TRUE(app().manager.run_until_stopped(id.to_string(), 20s));
+  auto requested = store_->read_stream("transfer-t1").to_vector().at(0);
+  // An ordinary redelivery (after a crash) of an event the instance handled: skipped.
+  EXPECT_TRUE(app().manager.handle(requested).skipped);
+  // The same event as a replay of a parked event: the instance has handled later events since.
+  try {
+    app().manager.handle(requested, true);
+    ADD_FAILURE() << "a replay behind the instance was handled";
+  } catch (const ProcessEventOutOfOrder& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("process manager transfers, instance " + id.to_string()), std::string::npos) << what;
+    EXPECT_NE(what.find(requested.id.to_string()), std::string::npos) << what;
+    EXPECT_NE(what.find("out of order"), std::string::npos) << what;
+  }
+  // The runners park it again at once (retrying cannot cure it) instead of acking it.
+  // (A subscription of its own delivers the request; the handler treats it as the replay it stands for.)
+  create_persistent_subscription(*store_, "replays",
+                                 {.start = SubscriptionStart::after(Position(requested.position.value() - 1))});
+  auto sub = open_persistent_subscription(*store_, "replays");
+  auto d = sub.next(5s);
+  ASSERT_TRUE(d);
+  ASSERT_EQ(d->event->id, requested.id);
+  EXPECT_FALSE(detail::settle_process_delivery(
+      sub, *d, [&](const PersistentDelivery& x) { app().manager.handle(*x.event, true); }));
+  sub.close();
+  auto parked = store_->subscriptions().parked("replays");
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0].event_id, requested.id);
+  EXPECT_NE(parked[0].error.find("out of order"), std::string::npos) << parked[0].error;
+}
+
 TEST_P(ProcessManagerTest, BadNamesAndKeysAreClearErrors) {
   EXPECT_THROW(TransferManager(*store_, transfer_process_events(), app().bus, "no spaces"), InvalidArgument);
   EXPECT_FALSE(app().manager.create_subscription()) << "it exists";
