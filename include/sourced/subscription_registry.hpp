@@ -121,6 +121,19 @@ class SubscriptionLocked : public Error {
   std::string holder_;
 };
 
+// The consumer's lease of subscription `name` is gone (on PostgreSQL: its session ended), so another
+// consumer may hold the subscription now. The consumer stops without saving: what it acknowledged since
+// its last save is delivered again to the next holder. Transient: opening the subscription again waits
+// for (or takes) the lease afresh.
+class SubscriptionLeaseLost : public Error {
+ public:
+  explicit SubscriptionLeaseLost(std::string name);
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
+};
+
 // Held by the one consumer of a subscription; releasing it (destroying it) lets the next one in. The
 // operating system or the server releases it when the holding process dies. Not thread-safe; may be
 // moved between threads; may outlive its store. A lease holds one subscription, by id: deleting the

@@ -28,6 +28,14 @@ SubscriptionLocked::SubscriptionLocked(std::string name, std::string holder)
       name_(std::move(name)),
       holder_(std::move(holder)) {}
 
+SubscriptionLeaseLost::SubscriptionLeaseLost(std::string name)
+    : Error(ErrorCode::subscription_locked,
+            fmt::format("persistent subscription '{}': this consumer's lease was lost (another consumer may hold it "
+                        "now); stopped without saving progress",
+                        name),
+            /*transient=*/true),
+      name_(std::move(name)) {}
+
 namespace detail {
 namespace {
 constexpr std::uint64_t kMaxKey = INT64_MAX;

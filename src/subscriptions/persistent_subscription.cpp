@@ -17,6 +17,9 @@ SubscriptionRegistry& registry_of(EventStore& store) { return store.subscription
 // How long a runner waits for a delivery in one call; its stop request ends the
 // wait at once.
 constexpr std::chrono::milliseconds kRunnerWait(60'000);
+// How often next() asks whether the lease is still held (a round trip on PostgreSQL): an upper bound on
+// how long a consumer that lost its lease goes on delivering beside the new holder.
+constexpr std::chrono::milliseconds kLeaseCheck(1000);
 // Replay requests taken from the store at once (they count against
 // max_in_flight as they are delivered).
 constexpr std::size_t kReplayBatch = 1000;
@@ -41,6 +44,7 @@ class PersistentSubscription::Impl {
         options_(options),
         clock_(options.clock ? *options.clock : Clock::steady()) {
     lease_ = registry_.acquire(name_, options_.wait_for_lease, options_.lease_timeout, stop);
+    lease_check_at_ = std::chrono::steady_clock::now() + kLeaseCheck;
     auto info = read_info();
     config_ = info->config;
     std::uint32_t max_in_flight = config_.max_in_flight;
@@ -71,6 +75,10 @@ class PersistentSubscription::Impl {
     for (bool first = true;; first = false) {
       if (stop.stop_requested()) return std::nullopt;
       if (!first && std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      if (std::chrono::steady_clock::now() >= lease_check_at_) {
+        check_lease();
+        lease_check_at_ = std::chrono::steady_clock::now() + kLeaseCheck;
+      }
       auto now = clock_.now();
       if (state_->save_due(now)) save(now, false);
       if (now >= replay_check_at_) check_replays(now);
@@ -87,8 +95,8 @@ class PersistentSubscription::Impl {
         case Kind::wait: {
           // Only this thread's acks or a retry coming due can change anything.
           auto wake = std::min({step.wake_at, state_->save_at(), replay_check_at_});
-          auto left =
-              std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+          auto left = std::chrono::duration_cast<std::chrono::milliseconds>(std::min(deadline, lease_check_at_) -
+                                                                            std::chrono::steady_clock::now());
           sleep(std::min(until(now, wake), std::max(left, std::chrono::milliseconds(0))), stop);
           continue;
         }
@@ -96,7 +104,10 @@ class PersistentSubscription::Impl {
           break;
       }
       auto wake = std::min({step.wake_at, state_->save_at(), replay_check_at_});
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      // Waits end at the next lease check too: an event arriving after a long wait is not delivered by a
+      // consumer that lost its lease meanwhile.
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(std::min(deadline, lease_check_at_) -
+                                                                        std::chrono::steady_clock::now());
       auto m = source_->next(std::min(until(now, wake), std::max(left, std::chrono::milliseconds(0))), stop);
       if (!m) continue;
       if (m->kind != SubscriptionMessage::Kind::event) {
@@ -125,6 +136,8 @@ class PersistentSubscription::Impl {
   }
 
   void save(Clock::TimePoint now, bool closing) {
+    // A consumer that lost its lease must not write progress over the new holder's.
+    check_lease();
     auto p = state_->progress();
     SubscriptionProgress progress;
     progress.checkpoint = p.checkpoint;
@@ -172,6 +185,13 @@ class PersistentSubscription::Impl {
     std::shared_ptr<const RecordedEvent> event;
     bool replay = false;
   };
+
+  // Throws SubscriptionLeaseLost, letting go of the lease (the consumer is closed), when it is gone.
+  void check_lease() {
+    if (lease_->held()) return;
+    lease_.reset();
+    throw SubscriptionLeaseLost(name_);
+  }
 
   // The subscription the lease holds: not a successor of the same name (deleted and created again).
   std::optional<PersistentSubscriptionInfo> read_info() {
@@ -237,6 +257,7 @@ class PersistentSubscription::Impl {
   std::unordered_map<std::uint64_t, Held> held_;  // unsettled events, and parked ones not yet saved
   std::map<std::uint64_t, Position> replay_requests_;
   Clock::TimePoint replay_check_at_;
+  std::chrono::steady_clock::time_point lease_check_at_;
 };
 
 PersistentSubscription::PersistentSubscription(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -403,6 +403,65 @@ TEST_P(Persistent, AConsumerWaitingForTheLeaseOfADeletedSubscriptionDoesNotConsu
   EXPECT_THROW(a.save(), SubscriptionNotFound);
 }
 
+#ifdef SOURCED_WITH_POSTGRES
+// Review 5, PM-2 / EH-1: the lease's session ends (idle_session_timeout, a restart, an administrator)
+// while the consumer's other work goes on through the store's pool. The consumer must notice before it
+// saves progress over the new holder's, and stop delivering within a second.
+TEST_P(Persistent, AConsumerWhoseLeaseSessionEndedStopsBeforeSavingAndBeforeDeliveringMore) {
+  auto* pg = dynamic_cast<PostgresHarness*>(harness_.get());
+  if (!pg) GTEST_SKIP() << "only a PostgreSQL lease can be lost while its process lives";
+  const std::string url = *test_pg_url();
+  create_persistent_subscription(store(), "s", {});
+  append_n("a", 4);
+  // Ends the session that holds the subscription's advisory lock, as an administrator would.
+  auto kill_lease_session = [&] {
+    std::string locks =
+        "FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid = "
+        "(SELECT oid FROM pg_namespace WHERE nspname = '" +
+        pg->schema() + "') AND l.objid = (SELECT id FROM \"" + pg->schema() + "\".subscriptions WHERE name = 's')::oid";
+    ASSERT_EQ(pg_admin_exec(url, "SELECT pg_terminate_backend(l.pid) " + locks), "");
+  };
+  auto options = quick();
+  options.checkpoint_after = 1h;  // no save but the ones the test asks for
+  options.wait_for_lease = true;
+  options.lease_timeout = 10s;
+
+  auto a = open_persistent_subscription(store(), "s", options);
+  auto d1 = next(a);
+  a.ack(d1.key);
+  kill_lease_session();
+  // Another consumer takes the subscription once the server has let go.
+  auto b = open_persistent_subscription(store(), "s", options);
+  try {
+    a.save();
+    ADD_FAILURE() << "a consumer without its lease saved progress";
+  } catch (const SubscriptionLeaseLost& e) {
+    EXPECT_EQ(e.name(), "s");
+    EXPECT_NE(std::string(e.what()).find("lease was lost"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(persistent_subscription_info(store(), "s")->checkpoint, 0u) << "the lost consumer's ack was not saved";
+  EXPECT_THROW(a.next(10ms), InvalidArgument) << "the consumer is closed";
+
+  // The new holder redelivers from the saved checkpoint; then it loses its lease too, while waiting.
+  auto d = next(b);
+  EXPECT_EQ(d.key, d1.key);
+  b.ack(d.key);
+  kill_lease_session();
+  std::this_thread::sleep_for(1100ms);
+  EXPECT_THROW(b.next(5s), SubscriptionLeaseLost) << "delivered an event after the lease was lost";
+  EXPECT_EQ(persistent_subscription_info(store(), "s")->checkpoint, 0u);
+
+  // A runner stops with the error, without saving.
+  PersistentSubscriptionRunner runner(open_persistent_subscription(store(), "s", options),
+                                      [](const PersistentDelivery&) {});
+  kill_lease_session();
+  for (int i = 0; i < 500 && runner.running(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_FALSE(runner.running());
+  EXPECT_THROW(std::rethrow_exception(runner.error()), SubscriptionLeaseLost);
+  EXPECT_EQ(persistent_subscription_info(store(), "s")->checkpoint, 0u);
+}
+#endif
+
 TEST_P(Persistent, AFilteredSubscriptionsCheckpointMovesThroughEventsThatDoNotMatch) {
   append_n("a-1", 1);
   create_persistent_subscription(store(), "sub", {.filter = EventFilter{.category = "a"}});
