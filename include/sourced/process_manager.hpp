@@ -195,6 +195,10 @@ StreamVersion save_process_rejection(EventStore& store, const std::string& strea
                                      const Rejection& rejection);
 void create_process_subscription(EventStore& store, std::string_view name, const ProcessManagerOptions& options,
                                  std::vector<std::string> event_types);
+// Throws SubscriptionNotFound, or InvalidArgument when the existing subscription `name` does not deliver
+// every event the process manager reads now (see ProcessManager::check_subscription).
+void check_process_subscription(EventStore& store, std::string_view name, const ProcessManagerOptions& options,
+                                const std::vector<std::string>& event_types);
 std::string process_event_out_of_order(std::string_view name, std::string_view key, const RecordedEvent& event,
                                        Position instance_position);
 // What a process manager's consumer uses: `options` with one event in flight.
@@ -243,16 +247,27 @@ class ProcessManager {
     return options_.stream_prefix + name_ + "-" + std::string(key);
   }
 
-  // Creates the persistent subscription `name()` (see ProcessManagerOptions); false when it exists.
+  // Creates the persistent subscription `name()` (see ProcessManagerOptions); false when it exists, after
+  // check_subscription().
   bool create_subscription() const {
-    if (persistent_subscription_info(store_, name_)) return false;
+    if (persistent_subscription_info(store_, name_)) {
+      check_subscription();
+      return false;
+    }
     try {
       detail::create_process_subscription(store_, name_, options_, event_types());
     } catch (const SubscriptionExists&) {
-      return false;  // another process made it first
+      check_subscription();  // another process made it first
+      return false;
     }
     return true;
   }
+  // Checks that the existing subscription delivers every event this process manager reads now: its
+  // filter was fixed at creation, so a type added to the registry since (a new route) would never
+  // arrive and its instances would wait forever. Throws InvalidArgument naming the missing types (or
+  // the filters), SubscriptionNotFound when there is none. A wider filter is fine (route() and the
+  // registry ignore the rest). The runners and run_until*() call it before consuming.
+  void check_subscription() const { detail::check_process_subscription(store_, name_, options_, event_types()); }
 
   // The state of the running instance `key`; nullopt when it never started or has stopped.
   std::optional<State> instance(std::string_view key) const {
@@ -343,6 +358,7 @@ class ProcessManager {
   // event), `timeout` passes or `stop` is requested; true when done() did. Waits for the subscription's
   // lease when another consumer holds it (options().consumer). The subscription must exist.
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout, std::stop_token stop = {}) {
+    check_subscription();
     return detail::run_process_loop(
         store_, name_, options_.consumer, [this](const PersistentDelivery& d) { handle(*d.event, d.replay); }, done,
         std::nullopt, timeout, stop, nullptr);
@@ -357,6 +373,7 @@ class ProcessManager {
   std::uint64_t run_until_idle(std::chrono::milliseconds idle, std::chrono::milliseconds timeout,
                                std::stop_token stop = {}) {
     std::uint64_t handled = 0;
+    check_subscription();
     detail::run_process_loop(
         store_, name_, options_.consumer, [this](const PersistentDelivery& d) { handle(*d.event, d.replay); },
         [] { return false; }, idle, timeout, stop, &handled);
@@ -407,9 +424,12 @@ class ProcessManager {
 class ProcessManagerRunner {
  public:
   template <class PM>
-  requires requires(PM& pm, const RecordedEvent& e) { pm.handle(e, true); }
+  requires requires(PM& pm, const RecordedEvent& e) {
+    pm.handle(e, true);
+    pm.check_subscription();
+  }
   explicit ProcessManagerRunner(PM& pm)
-      : ProcessManagerRunner(pm.store(), pm.name(), pm.options().consumer,
+      : ProcessManagerRunner(checked(pm).store(), pm.name(), pm.options().consumer,
                              [&pm](const PersistentDelivery& d) { pm.handle(*d.event, d.replay); }) {}
   ProcessManagerRunner(EventStore& store, std::string name, PersistentConsumerOptions options,
                        std::function<void(const PersistentDelivery&)> handle);
@@ -424,6 +444,12 @@ class ProcessManagerRunner {
   std::exception_ptr error() const;
 
  private:
+  // Checks the subscription before the delegated constructor opens it.
+  template <class PM>
+  static PM& checked(PM& pm) {
+    pm.check_subscription();
+    return pm;
+  }
   struct State;
   std::shared_ptr<State> state_;
   std::jthread thread_;

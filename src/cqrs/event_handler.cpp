@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "sourced/error.hpp"
+#include "subscription_filter.hpp"
 
 namespace sourced {
 namespace {
@@ -21,24 +22,8 @@ constexpr std::chrono::milliseconds kPollWait(20);
 // backs that up.
 constexpr std::uint32_t kSubscriptionMaxAttempts = 1'000'000;
 
-bool same_filter(const std::optional<EventFilter>& a, const std::optional<EventFilter>& b) {
-  if (a.has_value() != b.has_value()) return false;
-  if (!a) return true;
-  return a->category == b->category && a->stream_prefix == b->stream_prefix && a->event_types == b->event_types;
-}
-
-std::string describe(const std::optional<EventFilter>& f) {
-  if (!f) return "every event";
-  std::string s;
-  if (f->category) s += "category " + *f->category;
-  if (f->stream_prefix) s += "stream prefix " + *f->stream_prefix;
-  if (!f->event_types.empty()) {
-    if (!s.empty()) s += ", ";
-    s += "types";
-    for (const auto& t : f->event_types) s += " " + t;
-  }
-  return s.empty() ? "every event" : s;
-}
+using detail::same_filter;
+std::string describe(const std::optional<EventFilter>& f) { return detail::describe_filter(f); }
 
 std::string_view action_name(NackAction a) {
   switch (a) {

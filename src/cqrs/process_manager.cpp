@@ -1,5 +1,6 @@
 #include "sourced/process_manager.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "store/subscription_rules.hpp"
+#include "subscription_filter.hpp"
 
 namespace sourced {
 
@@ -142,6 +144,33 @@ void create_process_subscription(EventStore& store, std::string_view name, const
   settings.max_in_flight = 1;  // what `sourced subscriptions` shows; the consumers force it anyway
   settings.max_attempts = options.max_attempts;
   create_persistent_subscription(store, name, settings);
+}
+
+void check_process_subscription(EventStore& store, std::string_view name, const ProcessManagerOptions& options,
+                                const std::vector<std::string>& event_types) {
+  auto info = persistent_subscription_info(store, name);
+  if (!info) throw SubscriptionNotFound(std::string(name));
+  std::optional<EventFilter> wanted = options.filter;
+  if (!wanted) wanted = EventFilter{.event_types = event_types};
+  const std::optional<EventFilter>& has = info->config.filter;
+  auto refuse = [&](const std::string& why) {
+    throw InvalidArgument(fmt::format(
+        "process manager {}: its subscription exists and reads {}, but the process manager now reads {}{}; those "
+        "events would never reach it (delete the subscription and create it again: instances skip the events "
+        "they handled; or widen its filter)",
+        name, info->config.stream.empty() ? describe_filter(has) : "the stream " + info->config.stream,
+        describe_filter(wanted), why));
+  };
+  if (!info->config.stream.empty()) refuse("");
+  if (!has) return;  // every event
+  if (!wanted || has->category != wanted->category || has->stream_prefix != wanted->stream_prefix) refuse("");
+  if (has->event_types.empty()) return;  // any type
+  if (wanted->event_types.empty()) refuse("");
+  std::string missing;
+  for (const auto& t : wanted->event_types) {
+    if (std::find(has->event_types.begin(), has->event_types.end(), t) == has->event_types.end()) missing += " " + t;
+  }
+  if (!missing.empty()) refuse(" (missing types:" + missing + ")");
 }
 
 std::string process_event_out_of_order(std::string_view name, std::string_view key, const RecordedEvent& event,

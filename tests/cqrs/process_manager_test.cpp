@@ -1,5 +1,6 @@
 #include "sourced/process_manager.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -247,6 +248,44 @@ TEST_P(ProcessManagerTest, AReplayedEventTheInstanceHasMovedPastIsParkedAgainNot
   ASSERT_EQ(parked.size(), 1u);
   EXPECT_EQ(parked[0].event_id, requested.id);
   EXPECT_NE(parked[0].error.find("out of order"), std::string::npos) << parked[0].error;
+}
+
+TEST_P(ProcessManagerTest, AnExistingSubscriptionThatFiltersOutATypeTheManagerNowReadsIsRefused) {
+  // Review 5, PM-5: the subscription was created by an older version whose registry lacked a type (a
+  // route added since). Its filter would keep that type out forever; the instances would wait.
+  auto created = persistent_subscription_info(*store_, "transfers");
+  ASSERT_TRUE(created && created->config.filter);
+  std::vector<std::string> types = created->config.filter->event_types;
+  ASSERT_GE(types.size(), 2u);
+  const std::string dropped = types.back();
+  types.pop_back();
+  auto recreate = [&](std::optional<EventFilter> filter) {
+    ASSERT_TRUE(delete_persistent_subscription(*store_, "transfers"));
+    create_persistent_subscription(*store_, "transfers", {.filter = std::move(filter), .max_in_flight = 1});
+  };
+  recreate(EventFilter{.event_types = types});
+  try {
+    app().manager.create_subscription();
+    ADD_FAILURE() << "an existing subscription missing " << dropped << " was accepted";
+  } catch (const InvalidArgument& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("process manager transfers"), std::string::npos) << what;
+    EXPECT_NE(what.find("missing types: " + dropped), std::string::npos) << what;
+  }
+  EXPECT_THROW(app().manager.run_until_idle(10ms, 1s), InvalidArgument);
+  EXPECT_THROW(ProcessManagerRunner{app().manager}, InvalidArgument);
+  // Wider filters deliver everything it reads: accepted.
+  types.push_back(dropped);
+  types.push_back("SomethingElse");
+  std::reverse(types.begin(), types.end());
+  recreate(EventFilter{.event_types = types});
+  EXPECT_FALSE(app().manager.create_subscription());
+  recreate(std::nullopt);
+  EXPECT_FALSE(app().manager.create_subscription());
+  EXPECT_EQ(app().manager.run_until_idle(10ms, 5s), 0u);
+  // Another category is refused too.
+  recreate(EventFilter{.category = "account"});
+  EXPECT_THROW(app().manager.create_subscription(), InvalidArgument);
 }
 
 TEST_P(ProcessManagerTest, BadNamesAndKeysAreClearErrors) {
