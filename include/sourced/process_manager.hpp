@@ -355,8 +355,10 @@ class ProcessManager {
   }
 
   // Consumes the subscription in this thread until `done()` returns true (checked first and after each
-  // event), `timeout` passes or `stop` is requested; true when done() did. Waits for the subscription's
-  // lease when another consumer holds it (options().consumer). The subscription must exist.
+  // event), `timeout` passes or `stop` is requested; true when done() did. When another consumer holds
+  // the subscription's lease it waits for it (options().consumer.wait_for_lease; within `timeout`, not
+  // lease_timeout), checking done() every 100 ms: true as soon as the holder has done the work. The
+  // subscription must exist.
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds timeout, std::stop_token stop = {}) {
     check_subscription();
     return detail::run_process_loop(
@@ -417,8 +419,10 @@ class ProcessManager {
 // Runs a process manager on its own thread through its persistent subscription, until stop(): each
 // delivery is handled (ProcessManager::handle) and acked when that returns; an exception nacks it (a
 // retry after a back-off, parked after max_attempts; ProcessEventOutOfOrder parks it at once). One
-// event in flight (see "Order" at the top). Opening the subscription waits for its lease
-// (options().consumer), so a second runner in another process takes over when the first dies.
+// event in flight (see "Order" at the top). With options().consumer.wait_for_lease (the default) the
+// runner takes the lease on its thread and waits for it without limit (lease_timeout does not apply): a
+// standby in another process takes over whenever the holder dies or stops, and stop() ends the wait.
+// Without it, the constructor throws SubscriptionLocked when another consumer holds the lease.
 // Thread-safety: stop(), running() and error() from any thread. The process manager must outlive the
 // runner.
 class ProcessManagerRunner {

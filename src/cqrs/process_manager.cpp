@@ -211,7 +211,29 @@ bool run_process_loop(EventStore& store, const std::string& name, const Persiste
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + timeout;
   if (done()) return true;
-  PersistentSubscription sub = open_persistent_subscription(store, name, process_consumer_options(options), stop);
+  std::optional<PersistentSubscription> opened;
+  PersistentConsumerOptions o = process_consumer_options(options);
+  if (!o.wait_for_lease) {
+    opened.emplace(open_persistent_subscription(store, name, o, stop));  // SubscriptionLocked at once
+  } else {
+    // Short tries rather than one wait of lease_timeout: the caller's timeout and stop bound the wait, and
+    // done() may turn true meanwhile (the holder, in another process, finished what the caller waits for).
+    constexpr std::chrono::milliseconds kLeaseTry{100};
+    const auto give_up = idle ? std::min(deadline, Clock::now() + *idle) : deadline;
+    for (;;) {
+      if (stop.stop_requested()) return false;
+      o.lease_timeout = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(give_up - Clock::now()),
+                                   std::chrono::milliseconds(0), kLeaseTry);
+      try {
+        opened.emplace(open_persistent_subscription(store, name, o, stop));
+        break;
+      } catch (const SubscriptionLocked&) {
+        if (done()) return true;
+        if (Clock::now() >= give_up) return false;
+      }
+    }
+  }
+  PersistentSubscription& sub = *opened;
   auto last_event = Clock::now();
   // Short waits, so done() (which may depend on another process's progress) and the deadline are seen.
   constexpr std::chrono::milliseconds kPoll{100};
@@ -256,21 +278,35 @@ struct ProcessManagerRunner::State {
 ProcessManagerRunner::ProcessManagerRunner(EventStore& store, std::string name, PersistentConsumerOptions options,
                                            std::function<void(const PersistentDelivery&)> handle)
     : state_(std::make_shared<State>()) {
-  PersistentSubscription sub =
-      open_persistent_subscription(store, name, detail::process_consumer_options(std::move(options)));
-  thread_ =
-      std::jthread([state = state_, sub = std::move(sub), handle = std::move(handle)](std::stop_token stop) mutable {
+  if (!persistent_subscription_info(store, name)) throw SubscriptionNotFound(name);
+  options = detail::process_consumer_options(options);
+  std::optional<PersistentSubscription> opened;
+  if (options.wait_for_lease) {
+    // A standby: it waits on its thread for as long as the holder (another process) lives, until stop().
+    options.lease_timeout = std::chrono::milliseconds::max();
+  } else {
+    opened.emplace(open_persistent_subscription(store, name, options));  // SubscriptionLocked at once
+  }
+  thread_ = std::jthread([state = state_, &store, name = std::move(name), options, sub = std::move(opened),
+                          handle = std::move(handle)](std::stop_token stop) mutable {
+    try {
+      if (!sub) {
         try {
-          while (!stop.stop_requested()) {
-            if (auto d = sub.next(kRunnerWait, stop)) detail::settle_process_delivery(sub, *d, handle);
-          }
-          sub.close();
-        } catch (...) {
-          std::lock_guard lock(state->mu);
-          state->error = std::current_exception();
+          sub.emplace(open_persistent_subscription(store, name, options, stop));
+        } catch (const SubscriptionLocked&) {
+          if (!stop.stop_requested()) throw;
         }
-        state->running = false;
-      });
+      }
+      while (sub && !stop.stop_requested()) {
+        if (auto d = sub->next(kRunnerWait, stop)) detail::settle_process_delivery(*sub, *d, handle);
+      }
+      if (sub) sub->close();
+    } catch (...) {
+      std::lock_guard lock(state->mu);
+      state->error = std::current_exception();
+    }
+    state->running = false;
+  });
 }
 
 ProcessManagerRunner::~ProcessManagerRunner() { stop(); }

@@ -1,8 +1,11 @@
 #include "sourced/process_manager.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <optional>
 #include <random>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -286,6 +289,52 @@ TEST_P(ProcessManagerTest, AnExistingSubscriptionThatFiltersOutATypeTheManagerNo
   // Another category is refused too.
   recreate(EventFilter{.category = "account"});
   EXPECT_THROW(app().manager.create_subscription(), InvalidArgument);
+}
+
+TEST_P(ProcessManagerTest, WaitingForTheLeaseHonoursTheCallersTimeoutDoneAndStop) {
+  // Review 5, PM-3: another consumer (another process's runner) holds the subscription.
+  auto holder = std::make_optional(open_persistent_subscription(*store_, "transfers"));
+  using Clock = std::chrono::steady_clock;
+  // run_until gives up at its own timeout, not after the lease's 30 s.
+  auto t0 = Clock::now();
+  EXPECT_FALSE(app().manager.run_until([] { return false; }, 300ms));
+  EXPECT_LT(Clock::now() - t0, 3s);
+  // It answers as soon as done() turns true (the holder did the work), while still waiting.
+  std::atomic<bool> finished{false};
+  std::jthread elsewhere([&] {
+    std::this_thread::sleep_for(200ms);
+    finished = true;
+  });
+  t0 = Clock::now();
+  EXPECT_TRUE(app().manager.run_until([&] { return finished.load(); }, 20s));
+  EXPECT_LT(Clock::now() - t0, 3s);
+  // A standby runner keeps waiting past lease_timeout, then takes over when the holder lets go.
+  ProcessManagerOptions quick_lease;
+  quick_lease.consumer.lease_timeout = 100ms;
+  TransferApp standby_app(*store_, quick_lease);
+  {
+    ProcessManagerRunner standby(standby_app.manager);
+    std::this_thread::sleep_for(500ms);
+    EXPECT_TRUE(standby.running());
+    EXPECT_FALSE(standby.error()) << "a standby gave up waiting for the lease";
+    holder.reset();
+    Uuid id = Uuid::v7();
+    app().request("t1", "ada", "bob", 30, id);
+    auto deadline = Clock::now() + 20s;
+    while (Clock::now() < deadline && !app().manager.stopped(id.to_string())) std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(app().stage("t1"), Transfer::Stage::completed);
+    standby.stop();
+    EXPECT_FALSE(standby.error());
+  }
+  // stop() ends a standby's wait at once.
+  holder.emplace(open_persistent_subscription(*store_, "transfers"));
+  ProcessManagerRunner waiting(standby_app.manager);
+  std::this_thread::sleep_for(50ms);
+  t0 = Clock::now();
+  waiting.stop();
+  EXPECT_LT(Clock::now() - t0, 2s);
+  EXPECT_FALSE(waiting.running());
+  EXPECT_FALSE(waiting.error());
 }
 
 TEST_P(ProcessManagerTest, BadNamesAndKeysAreClearErrors) {
