@@ -79,7 +79,8 @@ struct EventHandler {
   std::function<void(const HandledEvent&)> handle;
   // The idempotency key of an event; unset: the event id (as text).
   std::function<std::string(const RecordedEvent&)> idempotency_key;
-  // Decides from the handler's exception; unset: FailureDecision::retry() for every error.
+  // Decides from the handler's exception; unset: FailureDecision::retry() for every error. One that
+  // throws counts as retry() (its message is added to the recorded error); the runner goes on.
   std::function<FailureDecision(const std::exception&, const HandledEvent&)> on_failure;
 };
 

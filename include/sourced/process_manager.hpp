@@ -226,7 +226,8 @@ class ProcessManager {
   static_assert(std::same_as<Event, typename Registry::Event>,
                 "the definition's Event must be the registry's Event (std::variant of the registered types)");
 
-  // Throws InvalidArgument for a bad name (see create_persistent_subscription) or options.
+  // Throws InvalidArgument for a bad name (see create_persistent_subscription; no '-' either, see
+  // check_process_manager_name) or options.
   ProcessManager(EventStore& store, const Registry& registry, const CommandBus& bus, std::string name,
                  P definition = {}, ProcessManagerOptions options = {})
       : store_(store),

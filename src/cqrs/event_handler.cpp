@@ -123,7 +123,18 @@ EventHandlerRunner::EventHandlerRunner(EventStore& store, EventHandler handler, 
           handler.handle(h);
         } catch (const std::exception& e) {
           error = e.what();
-          decision = handler.on_failure ? handler.on_failure(e, h) : FailureDecision::retry();
+          decision = FailureDecision::retry();
+          if (handler.on_failure) {
+            // A policy that throws must not stop the runner (the delivery would stay unsettled until a
+            // restart): it is a failure of this event like the handler's, retried and parked in time.
+            try {
+              decision = handler.on_failure(e, h);
+            } catch (const std::exception& policy) {
+              error += fmt::format(" (and on_failure threw: {})", policy.what());
+            } catch (...) {
+              error += " (and on_failure threw)";
+            }
+          }
         } catch (...) {
           error = "unknown exception";
           decision = FailureDecision::retry();

@@ -49,7 +49,17 @@ std::string where(const RecordedEvent& e) {
 }
 }  // namespace
 
-void check_process_manager_name(std::string_view name) { validate_subscription_name(name); }
+void check_process_manager_name(std::string_view name) {
+  validate_subscription_name(name);
+  // Instance streams are `<prefix><name>-<key>`: with a '-' in names, process manager "a" with key "b-x"
+  // and "a-b" with key "x" would share `process-a-b-x`, each loading the other's state.
+  if (name.find('-') != std::string_view::npos) {
+    throw InvalidArgument(fmt::format(
+        "process manager name '{}' contains '-': its instance streams (<prefix>{}-<key>) could be another process "
+        "manager's; use '_' or '.' instead",
+        name, name));
+  }
+}
 
 ProcessInstanceRecord load_process_instance(EventStore& store, const std::string& stream) {
   ProcessInstanceRecord out;

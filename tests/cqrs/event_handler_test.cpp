@@ -4,6 +4,7 @@
 
 #include "sourced/event_handler.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -245,6 +246,42 @@ TEST_P(EventHandlers, TheIdempotencyKeyFunctionAndAnExistingSubscriptionWithAnot
   }
   EventHandler unnamed{.name = "bad name!", .handle = [](const HandledEvent&) {}};
   EXPECT_THROW(EventHandlerRunner(*store_, unnamed), InvalidArgument);
+}
+
+TEST_P(EventHandlers, AnOnFailureThatThrowsIsAFailureOfTheEventNotTheEndOfTheRunner) {
+  // Review 5, EH-2: the policy itself throws (a bug in it, a lookup that fails). The event is retried as
+  // with retry(), the error recorded, and the runner goes on with the next events.
+  store_->append("acct-1", ExpectedVersion::any(), {event("Bad"), event("Good")});
+  std::mutex mu;
+  std::vector<std::string> seen;
+  EventHandler h{.name = "policy",
+                 .handle =
+                     [&](const HandledEvent& e) {
+                       {
+                         std::lock_guard lock(mu);
+                         seen.push_back(e.event.type + "#" + std::to_string(e.attempt));
+                       }
+                       if (e.event.type == "Bad" && e.attempt < 3) throw std::runtime_error("handler failed");
+                     },
+                 .on_failure = [](const std::exception&, const HandledEvent&) -> FailureDecision {
+                   throw std::runtime_error("policy failed");
+                 }};
+  std::vector<std::string> log;
+  EventHandlerRunner runner(
+      *store_, h,
+      {.retry_backoff = 1ms, .retry_backoff_max = 4ms, .log = [&](std::string_view line) { log.emplace_back(line); }});
+  ASSERT_TRUE(runner.wait_for(store_->head_position(), 10s)) << "the runner stopped or stalled";
+  EXPECT_TRUE(runner.running());
+  EXPECT_FALSE(runner.error());
+  auto stats = runner.stats();
+  runner.stop();
+  EXPECT_EQ(stats.failed, 2u);
+  EXPECT_EQ(stats.retried, 2u);
+  EXPECT_NE(stats.last_error.find("handler failed (and on_failure threw: policy failed)"), std::string::npos)
+      << stats.last_error;
+  std::lock_guard lock(mu);
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), "Bad#3"), 1);
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), "Good#1"), 1);
 }
 
 // A child process; killed with SIGKILL by the test (or waited for).

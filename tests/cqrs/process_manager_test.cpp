@@ -339,6 +339,15 @@ TEST_P(ProcessManagerTest, WaitingForTheLeaseHonoursTheCallersTimeoutDoneAndStop
 
 TEST_P(ProcessManagerTest, BadNamesAndKeysAreClearErrors) {
   EXPECT_THROW(TransferManager(*store_, transfer_process_events(), app().bus, "no spaces"), InvalidArgument);
+  // Review 5, PM-4: "a" with key "b-x" and "a-b" with key "x" would share process-a-b-x.
+  try {
+    TransferManager(*store_, transfer_process_events(), app().bus, "transfers-v2");
+    ADD_FAILURE() << "a name with '-' was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("process manager name 'transfers-v2' contains '-'"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_NO_THROW(TransferManager(*store_, transfer_process_events(), app().bus, "transfers_v2.eu"));
   EXPECT_FALSE(app().manager.create_subscription()) << "it exists";
 }
 
