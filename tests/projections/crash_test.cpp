@@ -129,7 +129,16 @@ TYPED_TEST(ProjectionCrash, SigkillDuringFollowThenResumeGivesTheCleanPassModel)
   for (int round = 0; round < 4; ++round) {
     Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), "resume", 200);
     ASSERT_TRUE(w.started());
-    // Appends while the worker follows, then a kill at a random moment.
+    // Appends until the worker has committed past where this round began (a kill before its first commit
+    // tests nothing: on a loaded machine a timer alone can elapse before the worker's first batch)...
+    auto began = this->checkpoint();
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (this->checkpoint() <= began) {
+      ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "the worker committed nothing in round " << round;
+      this->append(10, rng);
+      std::this_thread::sleep_for(2ms);
+    }
+    // ...then appends while the worker follows, and a kill at a random moment.
     auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100 + rng() % 300);
     while (std::chrono::steady_clock::now() < until) {
       this->append(10, rng);
