@@ -71,6 +71,8 @@ struct PartitionedRunnerOptions {
   std::chrono::milliseconds batch_interval{500};
   // A failing partition tries again (back-off from retry_initial, doubled, capped at retry_max) until it
   // has failed `max_attempts` times in a row on the same event, then stops (status failed, an error row).
+  // A failure in a batch of several events is first narrowed down to the event that fails (that event
+  // alone, its predecessors committed), whatever max_attempts, so a skip never skips more than it.
   std::uint32_t max_attempts = 3;
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{5000};

@@ -575,6 +575,9 @@ class PartitionedProjectionRunner::Impl {
     std::string last_error;
     std::uint32_t attempts = 0;
     std::uint64_t fail_at = 0;  // the event that failed last: applied in a batch of its own
+    // After a failed commit of several events: the partition's events through here go one per batch.
+    std::uint64_t split_through = 0;
+    bool alone = false;  // the open batch is one event applied alone (b.failing)
     std::optional<RecordedEvent> failing;
     std::string context;
   };
@@ -618,13 +621,23 @@ class PartitionedProjectionRunner::Impl {
         auto error = std::current_exception();
         b.tx.reset();  // rolls the batch back
         std::uint64_t at = b.failing ? b.failing->position.value() : b.pending;
+        // Only the handler throwing on the first event of a batch, or a batch of one event applied alone,
+        // says which event fails. Any other failure of a batch that held the partition's events (a failed
+        // commit, or a throw that may need the events before it committed first) is narrowed down before
+        // the partition may stop, whatever max_attempts: at once, what precedes a throwing event is
+        // committed and the event applied alone; after a failed commit, the batch's events are applied one
+        // by one. So the error row names the event that really fails, the checkpoint is just before it,
+        // and a skip skips only that event (review 5, PP-1).
+        bool narrow = !b.alone && b.events > 0;
+        if (narrow && !b.failing) b.split_through = std::max(b.split_through, at);
+        b.alone = false;
         b.attempts = at == b.fail_at ? b.attempts + 1 : 1;
         b.fail_at = at;
         b.last_error = b.context.empty() ? describe(error) : b.context + ": " + describe(error);
         b.context.clear();
         bool stopping = stop.stop_requested();
-        bool give_up = b.attempts >= o_.max_attempts;
-        auto delay = backoff(b.attempts);
+        bool give_up = !narrow && b.attempts >= o_.max_attempts;
+        auto delay = narrow ? milliseconds(0) : backoff(b.attempts);
         o_.log(fmt::format("sourced: {}: {} (attempt {}); {}", key_text(b.key), b.last_error, b.attempts,
                            stopping  ? "stopping"
                            : give_up ? "the partition stops"
@@ -714,12 +727,21 @@ class PartitionedProjectionRunner::Impl {
             break;
           }
           std::uint64_t pos = e.position.value();
-          // The event that failed before goes in a batch of its own, after what precedes it is committed:
-          // when the partition stops, its checkpoint is just before that event (so a skip skips only it).
-          if (pos == b.fail_at && b.tx) commit(p, b);
-          apply(b, e);
+          if (pos == b.fail_at || pos <= b.split_through) {
+            // The event that failed before (or each event of a batch whose commit failed) goes in a batch
+            // of its own, after what precedes it is committed: when the partition stops, its checkpoint is
+            // just before that event, and a failed commit of that batch is this event's failure.
+            if (b.tx) commit(p, b);
+            apply(b, e);
+            b.failing = e;
+            b.alone = true;
+            commit(p, b);
+            b.alone = false;
+            b.failing.reset();
+          } else {
+            apply(b, e);
+          }
           last_activity = clock_.now();
-          if (pos == b.fail_at) commit(p, b);
           break;
         }
         case SubscriptionMessage::Kind::checkpoint:

@@ -217,6 +217,92 @@ TYPED_TEST(Partitions, SkippingAFailedEventMovesPastItAloneFromAnotherStoreObjec
   EXPECT_EQ(models.list_errors("counts").at(0).resolution, "skipped");
 }
 
+// Review 5, PP-1: with max_attempts = 1, a batch holding the partition's good events before the failing one
+// was rolled back whole and the partition stopped with its checkpoint before them; a skip then jumped over
+// them too. The partition must stop just before the event that really fails, whatever max_attempts.
+TYPED_TEST(Partitions, WithOneAttemptTheEventsBeforeTheFailingOneInItsBatchAreKeptAndASkipSkipsOnlyIt) {
+  this->append_spread(30, 5);
+  this->append("bad", 2);
+  auto good = this->append("bad");
+  auto bad = this->append("bad");
+  this->append("bad", 2);
+  auto head = this->append_spread(30, 5);
+  auto key = ProjectionKey{"counts", 1, std::to_string(partition_for("bad", 3))};
+  {
+    PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(),
+                                       this->h_.projection("counts",
+                                                           [&](const RecordedEvent& e) {
+                                                             if (e.position == bad) throw std::runtime_error("no");
+                                                           }),
+                                       quiet({.partitions = 3,
+                                              .batch_events = 1000,
+                                              .batch_interval = std::chrono::milliseconds(60000),
+                                              .max_attempts = 1}));
+    EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::stopped);
+  }
+  auto state = this->h_.models().load_state(key);
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->status, ProjectionStatus::failed);
+  EXPECT_GE(state->checkpoint, good) << "the events before the failing one are committed";
+  EXPECT_LT(state->checkpoint, bad);
+  auto errors = this->h_.models().list_errors("counts");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].position, bad);
+  EXPECT_EQ(errors[0].resolution, "");
+  EXPECT_EQ(skip_partition_event(this->h_.models(), key).position, bad);
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
+                                     quiet({.partitions = 3}));
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold_without(this->h_.events(), {bad.value()}))
+      << "only the skipped event is missing";
+}
+
+// PP-1 for a failed commit: a batch of several events whose end_batch (or commit) fails names no event; its
+// events are applied one by one before the partition may stop, so the error row names the event whose
+// batch really fails, skippable, and the events before it are committed.
+TYPED_TEST(Partitions, AFailedCommitOfSeveralEventsIsNarrowedToTheEventThatFailsBeforeThePartitionStops) {
+  this->append("a", 3);
+  auto good = this->append("b");
+  auto bad = this->append("a");
+  auto head = this->append("b", 3);
+  RecordedEvent bad_event;
+  for (const auto& e : this->h_.events().read_all({})) {
+    if (e.position == bad) bad_event = e;
+  }
+  auto key = ProjectionKey{"counts", 1, "0"};
+  {
+    bool holds_bad = false;  // one partition: one worker thread
+    auto p = this->h_.projection("counts", [&](const RecordedEvent& e) { holds_bad = holds_bad || e.position == bad; });
+    p.begin_batch = [&](auto&) { holds_bad = false; };
+    p.end_batch = [&](auto&) {
+      if (holds_bad) throw std::runtime_error("the batch breaks a rule");
+    };
+    PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), std::move(p),
+                                       quiet({.partitions = 1,
+                                              .batch_events = 1000,
+                                              .batch_interval = std::chrono::milliseconds(60000),
+                                              .max_attempts = 1}));
+    EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::stopped);
+  }
+  auto state = this->h_.models().load_state(key);
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->status, ProjectionStatus::failed);
+  EXPECT_GE(state->checkpoint, good);
+  EXPECT_LT(state->checkpoint, bad);
+  auto errors = this->h_.models().list_errors("counts");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].position, bad);
+  EXPECT_EQ(errors[0].event_id, bad_event.id.to_string());
+  EXPECT_NE(errors[0].message.find("the batch breaks a rule"), std::string::npos) << errors[0].message;
+  EXPECT_EQ(skip_partition_event(this->h_.models(), key).position, bad);
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
+                                     quiet({.partitions = 1}));
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold_without(this->h_.events(), {bad.value()}));
+}
+
 TYPED_TEST(Partitions, IdleWorkersEndAndStartAgainWhenEventsArrive) {
   std::mutex mu;
   std::map<std::uint32_t, int> taken;
