@@ -97,9 +97,11 @@ class ProjectionTransaction {
   // For the runners' fences and partitions (projection_partitions.hpp). The stores of this library
   // implement them; the defaults throw InvalidArgument (so a store of one's own must implement at least
   // save_state_if: every runner's commit uses it).
-  // Writes `state` only when the stored checkpoint of its key is still `expected` (no row counts as 0):
-  // the fence that keeps a second runner of a key, or an owner that lost its lease, from committing over
-  // the other. False when it was not written; the caller then drops the transaction (rolled back).
+  // Writes `state` only when the stored checkpoint of its key is still `expected` (no row counts as 0)
+  // and the stored row is not `retired`: the fence that keeps a second runner of a key, or an owner that
+  // lost its lease, from committing over the other, and a runner of a version switched away (blue/green)
+  // from bringing its row back. The check and the write are one statement. False when it was not written;
+  // the caller then drops the transaction (rolled back).
   virtual bool save_state_if(const ProjectionState& state, Position expected);
   // Inserts the error row of (key, position), or reopens and updates it (attempts add up).
   virtual void record_error(const ProjectionError& error);

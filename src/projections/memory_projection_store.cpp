@@ -72,6 +72,12 @@ void MemoryProjectionTransaction::commit() {
   for (const auto& [key, expected] : fences_) {
     auto it = std::find_if(store_.states_.begin(), store_.states_.end(), [&](auto& o) { return o.key == key; });
     Position now = it == store_.states_.end() ? Position(0) : it->checkpoint;
+    if (it != store_.states_.end() && it->status == ProjectionStatus::retired) {
+      throw StorageError(fmt::format(
+          "projection '{}' v{} partition '{}' was retired (a newer version was switched in); this transaction is not "
+          "committed",
+          key.name, key.version, key.partition));
+    }
     if (now != expected) {
       throw StorageError(
           fmt::format("projection '{}' v{} partition '{}': checkpoint moved from {} to {} by another "
@@ -129,7 +135,9 @@ void MemoryProjectionTransaction::commit() {
 
 bool MemoryProjectionTransaction::save_state_if(const ProjectionState& state, Position expected) {
   auto stored = store_.load_state(state.key);
+  // As the SQL stores' statement: never over a retired row (a runner of a version switched away).
   if ((stored ? stored->checkpoint : Position(0)) != expected) return false;
+  if (stored && stored->status == ProjectionStatus::retired) return false;
   fences_.emplace_back(state.key, expected);
   save_state(state);
   return true;

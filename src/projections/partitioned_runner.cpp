@@ -497,7 +497,7 @@ class PartitionedProjectionRunner::Impl {
     {
       std::lock_guard lock(mu_);
       Part& part = parts_[p];
-      if (part.here || part.status == ProjectionStatus::failed) return;
+      if (part.here || part.status == ProjectionStatus::failed || part.status == ProjectionStatus::retired) return;
       if (!has_work(p)) {
         work_since_[p].reset();
         return;
@@ -588,8 +588,10 @@ class PartitionedProjectionRunner::Impl {
     b.key = part_key(p);
     try {
       auto saved = models_.load_state(b.key);
-      if (saved && saved->status == ProjectionStatus::failed) {
-        publish(p, b, ProjectionStatus::failed);
+      // Failed: waits for a retry or skip. Retired (blue/green switched a newer version in): the fence
+      // refuses every commit of it, so there is nothing to work on.
+      if (saved && (saved->status == ProjectionStatus::failed || saved->status == ProjectionStatus::retired)) {
+        publish(p, b, saved->status);
         return;
       }
       b.committed = saved ? saved->checkpoint.value() : 0;

@@ -54,12 +54,14 @@ CREATE TABLE IF NOT EXISTS sourced_projection_errors (
 // projections' setup hooks. A fixed value, the same in every process and build ("sourced_s" in ASCII).
 constexpr std::int64_t kSetupLock = 0x736f75726365645f;
 
-// The fence: the row is written only while its checkpoint is still the one the writer started from.
+// The fence: the row is written only while its checkpoint is still the one the writer started from, and never
+// over a retired row (blue/green: a runner of a version switched away must not bring it back).
 constexpr std::string_view kSaveStateIf =
     "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::timestamptz) ON CONFLICT (name, version, partition) DO UPDATE SET "
     "checkpoint = excluded.checkpoint, status = excluded.status, last_error = excluded.last_error, "
     "attempts = excluded.attempts, updated_at = excluded.updated_at WHERE sourced_projections.checkpoint = $9 "
+    "AND sourced_projections.status <> 'retired' "
     "RETURNING 1";
 
 constexpr std::string_view kRecordError =

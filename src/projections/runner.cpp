@@ -144,8 +144,14 @@ class ProjectionRunner::Impl {
           prepared = true;
         }
         if (moved) {
-          reload_checkpoint();
           moved = false;
+          if (!reload_checkpoint()) {
+            // A newer version was switched in: its row stays retired, and this runner has nothing left to do.
+            status_ = ProjectionStatus::retired;
+            finish_display("retired");
+            end_run(nullptr);
+            return;
+          }
         }
         follow(stop);
         status_ = ProjectionStatus::stopped;
@@ -235,18 +241,27 @@ class ProjectionRunner::Impl {
     return tx;
   }
 
-  // After a refused commit: the stored checkpoint is where this runner goes on from.
-  void reload_checkpoint() {
+  // After a refused commit: the stored checkpoint is where this runner goes on from. False when the row
+  // was retired (blue/green switched a newer version in): the fence refuses every commit of this version.
+  bool reload_checkpoint() {
     failure_context_ = "reading the checkpoint another runner moved";
     auto saved = models_.load_state(p_.key);
+    failure_context_.clear();
+    if (saved && saved->status == ProjectionStatus::retired) {
+      o_.log(fmt::format(
+          "sourced: projection {} v{}: retired (a newer version was switched in for readers) at checkpoint {}; this "
+          "runner's batch was rolled back and it stops",
+          p_.key.name, p_.key.version, saved->checkpoint.value()));
+      return false;
+    }
     std::uint64_t was = committed_;
     committed_ = saved ? saved->checkpoint.value() : 0;
-    failure_context_.clear();
     o_.log(fmt::format(
         "sourced: projection {} v{}: another runner committed (checkpoint {} -> {}); this one's batch was rolled "
         "back and it goes on from there",
         p_.key.name, p_.key.version, was, committed_));
     publish(false);
+    return true;
   }
 
   void prepare() {

@@ -64,12 +64,14 @@ CREATE TABLE IF NOT EXISTS sourced_projection_errors (
   PRIMARY KEY (name, version, partition, position)
 ) WITHOUT ROWID)";
 
-// The fence: the row is written only while its checkpoint is still the one the writer started from.
+// The fence: the row is written only while its checkpoint is still the one the writer started from, and never
+// over a retired row (blue/green: a runner of a version switched away must not bring it back).
 constexpr std::string_view kSaveStateIf =
     "INSERT INTO sourced_projections(name, version, partition, checkpoint, status, last_error, attempts, updated_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(name, version, partition) DO UPDATE SET "
     "checkpoint = excluded.checkpoint, status = excluded.status, last_error = excluded.last_error, "
-    "attempts = excluded.attempts, updated_at = excluded.updated_at WHERE sourced_projections.checkpoint = ?9";
+    "attempts = excluded.attempts, updated_at = excluded.updated_at WHERE sourced_projections.checkpoint = ?9 "
+    "AND sourced_projections.status <> 'retired'";
 
 constexpr std::string_view kRecordError =
     "INSERT INTO sourced_projection_errors(name, version, partition, position, event_id, stream, event_type, message, "

@@ -234,6 +234,36 @@ TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed
   EXPECT_EQ(read_counts(models), this->expected(2));
 }
 
+// Another process still runs the old version with a plain runner when the switch retires it: its next
+// commit must not bring the row back (the fence refuses a retired row in the same statement), and it stops.
+TYPED_TEST(BlueGreen, AnOldVersionsRunnerElsewhereNeverCommitsOverItsRetiredRow) {
+  using Tx = typename TestFixture::Tx;
+  auto& models = this->h_.models();
+  this->append(200);
+  {
+    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, options());
+    ASSERT_TRUE(v1.wait_until_switched(60s));
+  }
+  auto o = options();
+  ProjectionRunner elsewhere(this->h_.events(), models, counts_version<Tx>(1), o.runner);
+  ASSERT_EQ(elsewhere.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
+  BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2)}, o);
+  ASSERT_TRUE(v2.wait_until_switched(60s));
+  auto retired = models.load_state({"counts", 1, ""});
+  ASSERT_TRUE(retired);
+  ASSERT_EQ(retired->status, ProjectionStatus::retired);
+  // The old runner elsewhere applies these and tries to commit them over the retired row.
+  this->append(20);
+  EXPECT_TRUE(elsewhere.wait_until_stopped(10s)) << "the old version's runner went on after it was retired";
+  EXPECT_EQ(elsewhere.progress().status, ProjectionStatus::retired);
+  auto row = models.load_state({"counts", 1, ""});
+  ASSERT_TRUE(row);
+  EXPECT_EQ(row->status, ProjectionStatus::retired) << "checkpoint " << row->checkpoint.value();
+  EXPECT_EQ(row->checkpoint, retired->checkpoint);
+  EXPECT_EQ(v2.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
+  EXPECT_EQ(read_counts(models), this->expected(2));
+}
+
 TYPED_TEST(BlueGreen, ARestartRunsTheActiveVersionAndAnOlderTargetIsRefused) {
   using Tx = typename TestFixture::Tx;
   this->append(100);
