@@ -77,6 +77,11 @@ void create_persistent_subscription(EventStore& store, std::string_view name,
 // A consumer that holds it fails with SubscriptionNotFound at its next save.
 bool delete_persistent_subscription(EventStore& store, std::string_view name);
 std::optional<PersistentSubscriptionInfo> persistent_subscription_info(EventStore& store, std::string_view name);
+// Changes an existing subscription's max_in_flight and max_attempts (EventStoreDB's update; what it reads
+// and where it started cannot change). Consumers opened afterwards use them; one holding the lease now
+// keeps the old ones until it reopens. Throws SubscriptionNotFound, or InvalidArgument for a limit below 1.
+void update_persistent_subscription(EventStore& store, std::string_view name, std::uint32_t max_in_flight,
+                                    std::uint32_t max_attempts);
 // Marks every parked event for redelivery (by the consumer, before new events);
 // returns how many.
 std::uint64_t replay_parked_events(EventStore& store, std::string_view name);

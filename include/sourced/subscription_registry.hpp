@@ -170,6 +170,10 @@ class SubscriptionRegistry {
   virtual std::optional<PersistentSubscriptionInfo> get(std::string_view name) = 0;
   // Ordered by name.
   virtual std::vector<PersistentSubscriptionInfo> list() = 0;
+  // Changes an existing subscription's limits (what it reads and where it started stay). A consumer reads
+  // them when it opens: one holding the lease now keeps the old ones until it reopens. Throws
+  // SubscriptionNotFound, or InvalidArgument for a limit out of range.
+  virtual void update_limits(std::string_view name, std::uint32_t max_in_flight, std::uint32_t max_attempts) = 0;
 
   // Applies a consumer's progress atomically. The checkpoint never moves back (a lower one is ignored).
   // Throws SubscriptionNotFound when `name` names no subscription, or another one than

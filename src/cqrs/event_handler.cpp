@@ -51,8 +51,25 @@ void ensure_event_handler_subscription(EventStore& store, const EventHandler& ha
           describe(handler.filter)));
     }
   };
+  // The handler parks by its own policy (FailureDecision::retry(N)); a subscription created elsewhere with
+  // a lower limit (by hand, or by an older version) would park its events before the policy says, so the
+  // limit is raised. Never lowered: another process may run a handler that needs it.
+  auto raise_limit = [&](const PersistentSubscriptionInfo& info) {
+    if (info.config.max_attempts >= kSubscriptionMaxAttempts) return;
+    auto line = fmt::format(
+        "sourced: event handler {}: its subscription parked events after {} attempts; raised to {} so that the "
+        "handler's failure policy decides",
+        handler.name, info.config.max_attempts, kSubscriptionMaxAttempts);
+    if (options.log) {
+      options.log(line);
+    } else {
+      fmt::print(stderr, "{}\n", line);
+    }
+    update_persistent_subscription(store, handler.name, info.config.max_in_flight, kSubscriptionMaxAttempts);
+  };
   if (auto info = persistent_subscription_info(store, handler.name)) {
     check(*info);
+    raise_limit(*info);
     return;
   }
   try {
@@ -63,7 +80,10 @@ void ensure_event_handler_subscription(EventStore& store, const EventHandler& ha
                                     .max_attempts = kSubscriptionMaxAttempts});
   } catch (const SubscriptionExists&) {
     // Another process created it meanwhile.
-    if (auto info = persistent_subscription_info(store, handler.name)) check(*info);
+    if (auto info = persistent_subscription_info(store, handler.name)) {
+      check(*info);
+      raise_limit(*info);
+    }
   }
 }
 
@@ -115,29 +135,41 @@ EventHandlerRunner::EventHandlerRunner(EventStore& store, EventHandler handler, 
           continue;
         }
         const RecordedEvent& event = *d->event;
-        key = handler.idempotency_key ? handler.idempotency_key(event) : event.id.to_string();
-        HandledEvent h{event, key, d->attempt, d->replay};
         std::optional<FailureDecision> decision;
         std::string error;
+        // A key function that throws (a field missing from one event) is that event's failure: retried, then
+        // parked, with the error recorded; the handler is not called without its key.
         try {
-          handler.handle(h);
+          key = handler.idempotency_key ? handler.idempotency_key(event) : event.id.to_string();
         } catch (const std::exception& e) {
-          error = e.what();
+          error = fmt::format("idempotency_key threw: {}", e.what());
           decision = FailureDecision::retry();
-          if (handler.on_failure) {
-            // A policy that throws must not stop the runner (the delivery would stay unsettled until a
-            // restart): it is a failure of this event like the handler's, retried and parked in time.
-            try {
-              decision = handler.on_failure(e, h);
-            } catch (const std::exception& policy) {
-              error += fmt::format(" (and on_failure threw: {})", policy.what());
-            } catch (...) {
-              error += " (and on_failure threw)";
-            }
-          }
         } catch (...) {
-          error = "unknown exception";
+          error = "idempotency_key threw";
           decision = FailureDecision::retry();
+        }
+        HandledEvent h{event, key, d->attempt, d->replay};
+        if (!decision) {
+          try {
+            handler.handle(h);
+          } catch (const std::exception& e) {
+            error = e.what();
+            decision = FailureDecision::retry();
+            if (handler.on_failure) {
+              // A policy that throws must not stop the runner (the delivery would stay unsettled until a
+              // restart): it is a failure of this event like the handler's, retried and parked in time.
+              try {
+                decision = handler.on_failure(e, h);
+              } catch (const std::exception& policy) {
+                error += fmt::format(" (and on_failure threw: {})", policy.what());
+              } catch (...) {
+                error += " (and on_failure threw)";
+              }
+            }
+          } catch (...) {
+            error = "unknown exception";
+            decision = FailureDecision::retry();
+          }
         }
         if (!decision) {
           sub.ack(d->key);

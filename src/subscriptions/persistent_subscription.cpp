@@ -349,6 +349,11 @@ std::optional<PersistentSubscriptionInfo> persistent_subscription_info(EventStor
   return registry_of(store).get(name);
 }
 
+void update_persistent_subscription(EventStore& store, std::string_view name, std::uint32_t max_in_flight,
+                                    std::uint32_t max_attempts) {
+  registry_of(store).update_limits(name, max_in_flight, max_attempts);
+}
+
 std::uint64_t replay_parked_events(EventStore& store, std::string_view name) {
   return registry_of(store).request_replay(name);
 }

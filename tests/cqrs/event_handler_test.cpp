@@ -284,6 +284,76 @@ TEST_P(EventHandlers, AnOnFailureThatThrowsIsAFailureOfTheEventNotTheEndOfTheRun
   EXPECT_EQ(std::count(seen.begin(), seen.end(), "Good#1"), 1);
 }
 
+TEST_P(EventHandlers, AnIdempotencyKeyThatThrowsParksThatEventAndTheRunnerGoesOn) {
+  // The key function fails on one event (a field it expects is missing): that event is retried and parked
+  // with the error recorded, the handler is never called without its key, and the next event is handled.
+  store_->append("acct-1", ExpectedVersion::any(), {event("NoKey"), event("Good")});
+  std::mutex mu;
+  std::vector<std::string> seen;
+  EventHandler h{.name = "keyed_badly",
+                 .handle =
+                     [&](const HandledEvent& e) {
+                       std::lock_guard lock(mu);
+                       seen.push_back(e.event.type + "/" + e.idempotency_key);
+                     },
+                 .idempotency_key = [](const RecordedEvent& e) -> std::string {
+                   if (e.type == "NoKey") throw std::runtime_error("no account id");
+                   return "key-" + e.type;
+                 }};
+  std::vector<std::string> log;
+  EventHandlerRunner runner(
+      *store_, h,
+      {.retry_backoff = 1ms, .retry_backoff_max = 4ms, .log = [&](std::string_view line) { log.emplace_back(line); }});
+  ASSERT_TRUE(runner.wait_for(store_->head_position(), 10s)) << "the runner stopped or stalled";
+  EXPECT_TRUE(runner.running());
+  EXPECT_FALSE(runner.error());
+  auto stats = runner.stats();
+  runner.stop();
+  EXPECT_EQ(stats.parked, 1u);
+  EXPECT_EQ(stats.handled, 1u);
+  EXPECT_NE(stats.last_error.find("idempotency_key threw: no account id"), std::string::npos) << stats.last_error;
+  std::lock_guard lock(mu);
+  EXPECT_EQ(seen, (std::vector<std::string>{"Good/key-Good"}));
+}
+
+TEST_P(EventHandlers, AnExistingSubscriptionThatParksSoonerIsRaisedToTheHandlersPolicy) {
+  // Created beforehand (by hand, or by an older program) with max_attempts 1: left as it is, it would park
+  // the event after the first failure although the handler asks for three deliveries.
+  create_persistent_subscription(*store_, "flaky", {.filter = EventFilter{.category = "acct"}, .max_attempts = 1});
+  store_->append("acct-1", ExpectedVersion::any(), {event("Opened")});
+  std::mutex mu;
+  std::vector<std::uint32_t> attempts;
+  std::vector<std::string> logged;
+  EventHandler h{.name = "flaky",
+                 .filter = EventFilter{.category = "acct"},
+                 .handle =
+                     [&](const HandledEvent& e) {
+                       {
+                         std::lock_guard lock(mu);
+                         attempts.push_back(e.attempt);
+                       }
+                       throw std::runtime_error("the mail server is down");
+                     },
+                 .on_failure = [](const std::exception&, const HandledEvent&) { return FailureDecision::retry(3); }};
+  EventHandlerRunner runner(*store_, h,
+                            {.retry_backoff = 1ms, .retry_backoff_max = 1ms, .log = [&](std::string_view line) {
+                               std::lock_guard lock(mu);
+                               logged.emplace_back(line);
+                             }});
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       runner.stats().parked == 0 && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(runner.stats().parked, 1u);
+  std::lock_guard lock(mu);
+  EXPECT_EQ(attempts, (std::vector<std::uint32_t>{1, 2, 3})) << "the handler's policy, not the old limit";
+  ASSERT_FALSE(logged.empty());
+  EXPECT_NE(logged.front().find("event handler flaky: its subscription parked events after 1 attempts; raised to"),
+            std::string::npos)
+      << logged.front();
+  EXPECT_GT(persistent_subscription_info(*store_, "flaky")->config.max_attempts, 3u);
+}
+
 // A child process; killed with SIGKILL by the test (or waited for).
 class Child {
  public:

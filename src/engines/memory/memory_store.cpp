@@ -133,6 +133,16 @@ class MemoryRegistry final : public SubscriptionRegistry {
     return info_of(it->second);
   }
 
+  void update_limits(std::string_view name, std::uint32_t max_in_flight, std::uint32_t max_attempts) override {
+    detail::validate_subscription_config(
+        {.name = std::string(name), .max_in_flight = max_in_flight, .max_attempts = max_attempts});
+    std::lock_guard lock(mu_);
+    Sub& s = find(name);
+    s.info.config.max_in_flight = max_in_flight;
+    s.info.config.max_attempts = max_attempts;
+    s.info.updated_at = now();
+  }
+
   std::vector<PersistentSubscriptionInfo> list() override {
     std::lock_guard lock(mu_);
     std::vector<PersistentSubscriptionInfo> out;

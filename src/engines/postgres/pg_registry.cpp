@@ -145,6 +145,20 @@ class PgRegistry final : public SubscriptionRegistry {
     return r.rows() > 0;
   }
 
+  void update_limits(std::string_view name, std::uint32_t max_in_flight, std::uint32_t max_attempts) override {
+    validate_subscription_config(
+        {.name = std::string(name), .max_in_flight = max_in_flight, .max_attempts = max_attempts});
+    refuse_if_read_only(name, "updated");
+    Params p;
+    p.text(std::string(name)).text(std::to_string(max_in_flight)).text(std::to_string(max_attempts));
+    p.binary(int8_bytes(pg_micros(now())), kTimestamptzOid);
+    Result r = write(
+        "UPDATE {schema}.subscriptions SET max_in_flight = $2::int4, max_attempts = $3::int4, updated_at = $4 "
+        "WHERE name = $1 RETURNING id",
+        p, fmt::format("updating subscription '{}'", name));
+    if (r.rows() == 0) throw SubscriptionNotFound(std::string(name));
+  }
+
   std::optional<PersistentSubscriptionInfo> get(std::string_view name) override {
     validate_subscription_name(name);
     if (!has_tables()) return std::nullopt;

@@ -196,6 +196,21 @@ class SqliteRegistry final : public SubscriptionRegistry {
     return removed;
   }
 
+  void update_limits(std::string_view name, std::uint32_t max_in_flight, std::uint32_t max_attempts) override {
+    validate_subscription_config(
+        {.name = std::string(name), .max_in_flight = max_in_flight, .max_attempts = max_attempts});
+    refuse_if_read_only(name, "updated");
+    host_.write([&](Connection& c, bool& writing) {
+      auto id = find_id(c, name);
+      if (!id) throw SubscriptionNotFound(std::string(name));
+      writing = true;
+      ScopedStatement st =
+          c.prepare("UPDATE subscriptions SET max_in_flight = ?2, max_attempts = ?3, updated_at = ?4 WHERE id = ?1");
+      st->bind(1, *id).bind(2, max_in_flight).bind(3, max_attempts).bind(4, to_micros(now()));
+      st->run();
+    });
+  }
+
   std::optional<PersistentSubscriptionInfo> get(std::string_view name) override {
     validate_subscription_name(name);
     if (!has_tables()) return std::nullopt;
