@@ -171,16 +171,24 @@ void check_process_subscription(EventStore& store, std::string_view name, const 
         name, info->config.stream.empty() ? describe_filter(has) : "the stream " + info->config.stream,
         describe_filter(wanted), why));
   };
+  // A subscription made before process managers had one event in flight says 100 in `sourced subscriptions`
+  // (the consumers force 1 regardless): once its filter checks out, the stored limit is brought in line.
+  auto align_limit = [&] {
+    if (info->config.max_in_flight != 1) {
+      update_persistent_subscription(store, name, 1, info->config.max_attempts);
+    }
+  };
   if (!info->config.stream.empty()) refuse("");
-  if (!has) return;  // every event
+  if (!has) return align_limit();  // every event
   if (!wanted || has->category != wanted->category || has->stream_prefix != wanted->stream_prefix) refuse("");
-  if (has->event_types.empty()) return;  // any type
+  if (has->event_types.empty()) return align_limit();  // any type
   if (wanted->event_types.empty()) refuse("");
   std::string missing;
   for (const auto& t : wanted->event_types) {
     if (std::find(has->event_types.begin(), has->event_types.end(), t) == has->event_types.end()) missing += " " + t;
   }
   if (!missing.empty()) refuse(" (missing types:" + missing + ")");
+  align_limit();
 }
 
 std::string process_event_out_of_order(std::string_view name, std::string_view key, const RecordedEvent& event,

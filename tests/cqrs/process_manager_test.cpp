@@ -174,6 +174,15 @@ TEST_P(ProcessManagerTest, TheRunnerMovesTransfersOnItsOwnThread) {
   EXPECT_EQ(app().manager.run_until_idle(200ms, 10s), 0u);
 }
 
+// The first append of a process state fails (a store error, not a crash); `failed` says whether it did.
+void fail_first_state_save(testing::FaultyStore& faulty, bool& failed) {
+  faulty.fail_when = [&failed](std::string_view, std::span<const EventData> events) {
+    if (failed || events[0].type != "$process-state") return false;
+    failed = true;
+    return true;
+  };
+}
+
 TEST_P(ProcessManagerTest, AStateSaveThatFailsOnceDoesNotLoseTheNextEvent) {
   // Review 5, PM-1: the first state save fails (a store error, not a crash), so the request is nacked
   // and retried after a back-off. The debit it dispatched is already in the store: delivered meanwhile
@@ -181,11 +190,7 @@ TEST_P(ProcessManagerTest, AStateSaveThatFailsOnceDoesNotLoseTheNextEvent) {
   std::mt19937_64 rng(1);
   testing::FaultyStore faulty(*store_, rng);
   bool failed = false;
-  faulty.fail_when = [&](std::string_view, std::span<const EventData> events) {
-    if (failed || events[0].type != "$process-state") return false;
-    failed = true;
-    return true;
-  };
+  fail_first_state_save(faulty, failed);
   TransferApp flaky(faulty);
   Uuid id = Uuid::v7();
   app().request("t1", "ada", "bob", 30, id);
@@ -206,11 +211,7 @@ TEST_P(ProcessManagerTest, AnExistingSubscriptionWithMoreInFlightIsConsumedOneAt
   std::mt19937_64 rng(1);
   testing::FaultyStore faulty(*store_, rng);
   bool failed = false;
-  faulty.fail_when = [&](std::string_view, std::span<const EventData> events) {
-    if (failed || events[0].type != "$process-state") return false;
-    failed = true;
-    return true;
-  };
+  fail_first_state_save(faulty, failed);
   TransferApp flaky(faulty);
   Uuid id = Uuid::v7();
   app().request("t1", "ada", "bob", 30, id);
@@ -289,6 +290,24 @@ TEST_P(ProcessManagerTest, AnExistingSubscriptionThatFiltersOutATypeTheManagerNo
   // Another category is refused too.
   recreate(EventFilter{.category = "account"});
   EXPECT_THROW(app().manager.create_subscription(), InvalidArgument);
+}
+
+TEST_P(ProcessManagerTest, AnOlderSubscriptionShowsOneEventInFlightOnceTheManagerStarts) {
+  // Made before process managers had one event in flight: it says 100 in `sourced subscriptions` although
+  // the consumers deliver one at a time. Starting the manager brings the stored limit in line and keeps
+  // its max_attempts.
+  auto created = persistent_subscription_info(*store_, "transfers");
+  ASSERT_TRUE(created);
+  ASSERT_TRUE(delete_persistent_subscription(*store_, "transfers"));
+  create_persistent_subscription(*store_, "transfers",
+                                 {.filter = created->config.filter, .max_in_flight = 100, .max_attempts = 7});
+  EXPECT_FALSE(app().manager.create_subscription());
+  auto now = persistent_subscription_info(*store_, "transfers");
+  ASSERT_TRUE(now);
+  EXPECT_EQ(now->config.max_in_flight, 1u);
+  EXPECT_EQ(now->config.max_attempts, 7u);
+  ASSERT_TRUE(now->config.filter && created->config.filter);
+  EXPECT_EQ(now->config.filter->event_types, created->config.filter->event_types);
 }
 
 TEST_P(ProcessManagerTest, WaitingForTheLeaseHonoursTheCallersTimeoutDoneAndStop) {
