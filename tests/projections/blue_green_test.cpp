@@ -69,19 +69,7 @@ class BlueGreen : public ::testing::Test {
   int next_ = 0;
 };
 
-#ifdef SOURCED_WITH_POSTGRES
-using Stores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels>;
-#else
-using Stores = ::testing::Types<MemoryModels, SqliteModels>;
-#endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(BlueGreen, Stores, StoreNames);
+TYPED_TEST_SUITE(BlueGreen, AllModelStores, ModelStoreNames);
 
 TYPED_TEST(BlueGreen, TheFirstVersionIsShownOnceCaughtUp) {
   using Tx = typename TestFixture::Tx;

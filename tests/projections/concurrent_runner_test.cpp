@@ -77,27 +77,9 @@ TEST(PostgresProjectionSetup, RunnersStartingAtOnceOnAFreshSchemaAllSetUp) {
 #endif
 
 template <class H>
-class TwoRunners : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = h_.skip_reason()) GTEST_SKIP() << *why;
-  }
-  H h_;
-};
+class TwoRunners : public ModelsTest<H> {};
 
-#ifdef SOURCED_WITH_POSTGRES
-using SqlStores = ::testing::Types<SqliteModels, PostgresModels>;
-#else
-using SqlStores = ::testing::Types<SqliteModels>;
-#endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(TwoRunners, SqlStores, StoreNames);
+TYPED_TEST_SUITE(TwoRunners, SqlModelStores, ModelStoreNames);
 
 // Two runners of one projection, each with its own store object (its own connection: what two processes
 // have), follow the same log while events keep coming, with small batches so their commits interleave.

@@ -91,19 +91,7 @@ class ProjectionCrash : public ::testing::Test {
   H h_;
 };
 
-#ifdef SOURCED_WITH_POSTGRES
-using CrashStores = ::testing::Types<SqliteModels, PostgresModels>;
-#else
-using CrashStores = ::testing::Types<SqliteModels>;
-#endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(ProjectionCrash, CrashStores, StoreNames);
+TYPED_TEST_SUITE(ProjectionCrash, SqlModelStores, ModelStoreNames);
 
 TYPED_TEST(ProjectionCrash, SigkillDuringARebuildThenResumeGivesTheCleanPassModel) {
   std::mt19937_64 rng(42);

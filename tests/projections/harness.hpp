@@ -18,6 +18,8 @@
 #ifdef SOURCED_WITH_POSTGRES
 #include "sourced/postgres_projection_store.hpp"
 #endif
+#include <gtest/gtest.h>
+
 #include "store/engines.hpp"
 
 namespace sourced::testing {
@@ -240,5 +242,32 @@ class PostgresModelsT {
 };
 using PostgresModels = PostgresModelsT<false>;
 #endif
+
+// The read-model setups typed tests run on (PostgreSQL ones only in a build with it), and the names
+// GoogleTest shows for them.
+#ifdef SOURCED_WITH_POSTGRES
+using AllModelStores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels>;
+using SqlModelStores = ::testing::Types<SqliteModels, PostgresModels>;
+#else
+using AllModelStores = ::testing::Types<MemoryModels, SqliteModels>;
+using SqlModelStores = ::testing::Types<SqliteModels>;
+#endif
+class ModelStoreNames {
+ public:
+  template <class T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+
+// A typed test's fixture that needs nothing but the harness: skipped when its engine is not available.
+template <class H>
+class ModelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = h_.skip_reason()) GTEST_SKIP() << *why;
+  }
+  H h_;
+};
 
 }  // namespace sourced::testing

@@ -88,19 +88,7 @@ class PartitionCrash : public ::testing::Test {
   TempDir dir_;
 };
 
-#ifdef SOURCED_WITH_POSTGRES
-using CrashStores = ::testing::Types<SqliteModels, PostgresModels>;
-#else
-using CrashStores = ::testing::Types<SqliteModels>;
-#endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(PartitionCrash, CrashStores, StoreNames);
+TYPED_TEST_SUITE(PartitionCrash, SqlModelStores, ModelStoreNames);
 
 TYPED_TEST(PartitionCrash, TwoProcessesShareThePartitionsAndTheSurvivorOfASigkillFinishesTheCleanPass) {
   std::mt19937_64 rng(std::random_device{}());

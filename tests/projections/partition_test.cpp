@@ -60,19 +60,7 @@ class Partitions : public ::testing::Test {
   H h_;
 };
 
-#ifdef SOURCED_WITH_POSTGRES
-using Stores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels>;
-#else
-using Stores = ::testing::Types<MemoryModels, SqliteModels>;
-#endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(Partitions, Stores, StoreNames);
+TYPED_TEST_SUITE(Partitions, AllModelStores, ModelStoreNames);
 
 TYPED_TEST(Partitions, EveryPartitionAppliesItsEventsInOrderAndTheModelIsTheCleanPass) {
   auto head = this->append_spread(400, 23);

@@ -78,14 +78,7 @@ using Stores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels, Sqli
 #else
 using Stores = ::testing::Types<MemoryModels, SqliteModels>;
 #endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(Projections, Stores, StoreNames);
+TYPED_TEST_SUITE(Projections, Stores, ModelStoreNames);
 
 TYPED_TEST(Projections, RebuildAppliesEveryEventOnceAndSavesTheHeadAsCheckpoint) {
   auto head = this->append(500);

@@ -67,14 +67,7 @@ using Stores = ::testing::Types<MemoryModels, SqliteModels, PostgresModels, Sqli
 #else
 using Stores = ::testing::Types<MemoryModels, SqliteModels>;
 #endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(ReadYourWrites, Stores, StoreNames);
+TYPED_TEST_SUITE(ReadYourWrites, Stores, ModelStoreNames);
 
 TYPED_TEST(ReadYourWrites, ADispatchThatWaitsSeesItsOwnEventsInTheModel) {
   auto runner = this->start_runner();

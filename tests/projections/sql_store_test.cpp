@@ -20,27 +20,9 @@ ProjectionRunnerOptions quiet(ProjectionRunnerOptions o = {}) {
 }
 
 template <class H>
-class SqlProjections : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = h_.skip_reason()) GTEST_SKIP() << *why;
-  }
-  H h_;
-};
+class SqlProjections : public ModelsTest<H> {};
 
-#ifdef SOURCED_WITH_POSTGRES
-using SqlStores = ::testing::Types<SqliteModels, PostgresModels>;
-#else
-using SqlStores = ::testing::Types<SqliteModels>;
-#endif
-class StoreNames {
- public:
-  template <class T>
-  static std::string GetName(int) {
-    return T::kName;
-  }
-};
-TYPED_TEST_SUITE(SqlProjections, SqlStores, StoreNames);
+TYPED_TEST_SUITE(SqlProjections, SqlModelStores, ModelStoreNames);
 
 TYPED_TEST(SqlProjections, AHandlerThatViolatesAConstraintRollsItsBatchBackAndIsRecorded) {
   for (int i = 0; i < 30; ++i) this->h_.events().append("u-" + std::to_string(i), ExpectedVersion::any(), {event("E")});
