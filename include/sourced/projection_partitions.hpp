@@ -129,7 +129,9 @@ class PartitionedProjectionRunner {
   void stop();
   bool running() const;
   bool wait_until_stopped(std::chrono::milliseconds timeout) const;
-  // Why the runner itself failed (not a partition: those are in progress() and the errors table).
+  // Why the runner itself failed (not a partition: those are in progress() and the errors table). Store
+  // errors are retried with back-off for as long as it takes; only what retrying cannot mend ends the run
+  // (another partition count, a rebuild that could not get every lease, the key function throwing).
   std::exception_ptr error() const;
   PartitionedProgress progress() const;
   // Blocks until every partition has processed `position`, `timeout` passes (timeout), or the runner

@@ -52,6 +52,11 @@ struct LostOwnership : StorageError {
                                  key_text(k), expected.value())) {}
 };
 
+// A rebuild that could not get every partition's lease: trying again later is the operator's call.
+struct RebuildBlocked : StorageError {
+  using StorageError::StorageError;
+};
+
 // Waits in short real slices, asking the (possibly a test's) clock after each.
 void wait_on(Clock& clock, milliseconds delay, std::stop_token stop) {
   auto until = clock.now() + delay;
@@ -313,72 +318,127 @@ class PartitionedProjectionRunner::Impl {
 
   // ---- the coordinator ----
 
+  // Store errors (a PostgreSQL restart, a reset connection, a busy or full SQLite file) are retried with
+  // back-off for as long as it takes, as the plain ProjectionRunner does (review 5, PP-2): the workers go on
+  // meanwhile, each with its own reads. What retrying cannot mend ends the run: bad input (another partition
+  // count), a rebuild that could not get every lease, an error of the application's code (a key function).
   void coordinate(std::stop_token stop) {
-    try {
-      prepare();
-      std::uint64_t from = kUnlimited;
-      {
-        std::lock_guard lock(mu_);
-        for (std::uint32_t p = 0; p < parts_.size(); ++p) from = std::min(from, parts_[p].stored);
-      }
-      auto sub = subscribe_to_all(events_, {.start = SubscriptionStart::after(Position(from)),
-                                            .filter = p_.filter,
-                                            .checkpoint_interval = p_.filter ? 1u : 0u});
-      bool live = false;
-      auto last_poll = clock_.now();
-      auto last_done_check = clock_.now();
-      while (!stop.stop_requested()) {
-        auto now = clock_.now();
-        bool poll = false;
+    bool prepared = false;
+    std::uint32_t failures = 0;
+    while (!stop.stop_requested()) {
+      try {
+        if (!prepared) {
+          prepare();
+          prepared = true;
+        }
+        watch(stop, failures);
+        break;
+      } catch (...) {
+        auto e = std::current_exception();
+        if (stop.stop_requested()) break;
+        if (!retriable(e)) {
+          o_.log(fmt::format("sourced: projection {} v{}: {}; stopping", p_.key.name, p_.key.version, describe(e)));
+          stop_workers();
+          end_run(e);
+          return;
+        }
+        ++failures;
+        auto delay = backoff(failures);
+        o_.log(fmt::format("sourced: projection {} v{}: {} (attempt {}); retrying in {} ms", p_.key.name,
+                           p_.key.version, describe(e), failures, delay.count()));
         {
           std::lock_guard lock(mu_);
-          poll = std::exchange(poll_now_, false);
-        }
-        reap();
-        if (poll || now - last_poll >= o_.takeover_interval) {
-          last_poll = now;
-          read_rows();
-          take_partitions(now);
-        }
-        tick(now, live);
-        auto m = sub.next(kStopCheck);
-        if (m) {
-          std::lock_guard lock(mu_);
-          switch (m->kind) {
-            case SubscriptionMessage::Kind::event: {
-              auto p = partition_of(*m->event);
-              parts_[p].last_seen = m->event->position.value();
-              watcher_pos_ = std::max(watcher_pos_, m->event->position.value());
-              if (!work_since_[p]) work_since_[p] = now;
-              break;
-            }
-            case SubscriptionMessage::Kind::checkpoint:
-              watcher_pos_ = std::max(watcher_pos_, m->checkpoint);
-              break;
-            case SubscriptionMessage::Kind::caught_up:
-              watcher_pos_ = std::max(watcher_pos_, m->checkpoint);
-              live = true;
-              break;
-            case SubscriptionMessage::Kind::fell_behind:
-              live = false;
-              break;
-          }
+          total_.status = ProjectionStatus::retrying;
+          total_.last_error = describe(e);
           cv_.notify_all();
         }
-        if (m && m->kind == SubscriptionMessage::Kind::event) take_partition(partition_of(*m->event), now);
-        if (o_.stop_when_caught_up && live && (!m || clock_.now() - last_done_check >= milliseconds(100))) {
-          last_done_check = clock_.now();
-          if (caught_up_everywhere()) break;
-        }
+        wait_on(clock_, delay, stop);
       }
-      stop_workers();
-      finish_display("stopped");
-      end_run(nullptr);
+    }
+    stop_workers();
+    finish_display("stopped");
+    end_run(nullptr);
+  }
+
+  static bool retriable(std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const RebuildBlocked&) {
+      return false;
+    } catch (const StorageError&) {
+      return true;
+    } catch (const ConnectionError&) {
+      return true;
     } catch (...) {
-      auto e = std::current_exception();
-      o_.log(fmt::format("sourced: projection {} v{}: {}; stopping", p_.key.name, p_.key.version, describe(e)));
-      stop_workers();
-      end_run(e);
+      return false;
+    }
+  }
+
+  // Follows the log from where the coordinator has read (at first the least checkpoint) until stopped or,
+  // with stop_when_caught_up, done; throws what the store throws.
+  void watch(std::stop_token stop, std::uint32_t& failures) {
+    std::uint64_t from = kUnlimited;
+    {
+      std::lock_guard lock(mu_);
+      for (std::uint32_t p = 0; p < parts_.size(); ++p) from = std::min(from, parts_[p].stored);
+      from = std::max(from, watcher_pos_);
+    }
+    auto sub = subscribe_to_all(events_, {.start = SubscriptionStart::after(Position(from)),
+                                          .filter = p_.filter,
+                                          .checkpoint_interval = p_.filter ? 1u : 0u});
+    bool live = false;
+    auto last_poll = clock_.now();
+    auto last_done_check = clock_.now();
+    while (!stop.stop_requested()) {
+      auto now = clock_.now();
+      bool poll = false;
+      {
+        std::lock_guard lock(mu_);
+        poll = std::exchange(poll_now_, false);
+      }
+      reap();
+      if (poll || now - last_poll >= o_.takeover_interval) {
+        last_poll = now;
+        read_rows();
+        take_partitions(now);
+      }
+      tick(now, live);
+      auto m = sub.next(kStopCheck);
+      if (failures > 0) {
+        failures = 0;
+        o_.log(fmt::format("sourced: projection {} v{}: reading the log again", p_.key.name, p_.key.version));
+        std::lock_guard lock(mu_);
+        total_.status = base_status_;
+        total_.last_error.clear();
+      }
+      if (m) {
+        std::lock_guard lock(mu_);
+        switch (m->kind) {
+          case SubscriptionMessage::Kind::event: {
+            auto p = partition_of(*m->event);
+            parts_[p].last_seen = m->event->position.value();
+            watcher_pos_ = std::max(watcher_pos_, m->event->position.value());
+            if (!work_since_[p]) work_since_[p] = now;
+            break;
+          }
+          case SubscriptionMessage::Kind::checkpoint:
+            watcher_pos_ = std::max(watcher_pos_, m->checkpoint);
+            break;
+          case SubscriptionMessage::Kind::caught_up:
+            watcher_pos_ = std::max(watcher_pos_, m->checkpoint);
+            live = true;
+            break;
+          case SubscriptionMessage::Kind::fell_behind:
+            live = false;
+            break;
+        }
+        cv_.notify_all();
+      }
+      if (m && m->kind == SubscriptionMessage::Kind::event) take_partition(partition_of(*m->event), now);
+      if (o_.stop_when_caught_up && live && (!m || clock_.now() - last_done_check >= milliseconds(100))) {
+        last_done_check = clock_.now();
+        if (caught_up_everywhere()) return;
+      }
     }
   }
 
@@ -429,8 +489,8 @@ class PartitionedProjectionRunner::Impl {
       for (std::uint32_t p = 0; p < o_.partitions; ++p) {
         while (!(leases[p] = models_.try_lease(part_key(p)))) {
           if (clock_.now() >= until || thread_.get_stop_token().stop_requested()) {
-            throw StorageError(fmt::format("{}: another process still works it after {} ms; cannot rebuild",
-                                           key_text(part_key(p)), o_.lease_wait.count()));
+            throw RebuildBlocked(fmt::format("{}: another process still works it after {} ms; cannot rebuild",
+                                             key_text(part_key(p)), o_.lease_wait.count()));
           }
           std::this_thread::sleep_for(milliseconds(20));
         }
@@ -459,7 +519,8 @@ class PartitionedProjectionRunner::Impl {
     run_started_ = clock_.now();
     run_start_position_ = kUnlimited;
     for (auto& part : parts_) run_start_position_ = std::min(run_start_position_, part.stored);
-    total_.status = o_.start == StartMode::rebuild ? ProjectionStatus::rebuilding : ProjectionStatus::catching_up;
+    base_status_ = o_.start == StartMode::rebuild ? ProjectionStatus::rebuilding : ProjectionStatus::catching_up;
+    total_.status = base_status_;
   }
 
   // The state rows of every partition: what other processes committed, failed or retried.
@@ -577,7 +638,9 @@ class PartitionedProjectionRunner::Impl {
     std::uint64_t fail_at = 0;  // the event that failed last: applied in a batch of its own
     // After a failed commit of several events: the partition's events through here go one per batch.
     std::uint64_t split_through = 0;
-    bool alone = false;  // the open batch is one event applied alone (b.failing)
+    bool alone = false;         // the open batch is one event applied alone (b.failing)
+    bool reading = false;       // in the subscription's read of the log
+    std::uint32_t outages = 0;  // store failures in a row that were not the partition's (see outage())
     std::optional<RecordedEvent> failing;
     std::string context;
   };
@@ -622,6 +685,10 @@ class PartitionedProjectionRunner::Impl {
       } catch (...) {
         auto error = std::current_exception();
         b.tx.reset();  // rolls the batch back
+        if (b.reading || broken_link(error)) {
+          if (!outage(p, b, lease, error, stop)) return;
+          continue;
+        }
         std::uint64_t at = b.failing ? b.failing->position.value() : b.pending;
         // Only the handler throwing on the first event of a batch, or a batch of one event applied alone,
         // says which event fails. Any other failure of a batch that held the partition's events (a failed
@@ -655,6 +722,56 @@ class PartitionedProjectionRunner::Impl {
         b.failing.reset();
       }
     }
+  }
+
+  static bool broken_link(std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const ConnectionError&) {
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
+
+  static bool holds(ProjectionLease& lease) {
+    try {
+      return lease.held();
+    } catch (const std::exception&) {
+      return false;  // cannot tell: the fence keeps a mistaken guess harmless, letting go only costs time
+    }
+  }
+
+  // A failed read of the log, or a broken connection anywhere, is neither the handler's nor the event's
+  // fault (review 5, PP-2): it does not count towards max_attempts and never stops the partition; the
+  // worker backs off (retry_initial doubling up to retry_max) and tries again until the store is back.
+  // False when the worker is to end (stopped, or its lease went with the connection).
+  bool outage(std::uint32_t p, Batch& b, ProjectionLease& lease, std::exception_ptr error, std::stop_token stop) {
+    if (b.reading) {
+      b.last_error = fmt::format("reading the log after position {}: {}", b.pending, describe(error));
+    } else {
+      b.last_error = b.context.empty() ? describe(error) : b.context + ": " + describe(error);
+    }
+    b.reading = false;
+    b.alone = false;
+    b.failing.reset();
+    b.context.clear();
+    ++b.outages;
+    bool stopping = stop.stop_requested();
+    auto delay = backoff(b.outages);
+    o_.log(fmt::format("sourced: {}: {} (a store failure, {} in a row); {}", key_text(b.key), b.last_error, b.outages,
+                       stopping ? "stopping" : fmt::format("retrying in {} ms", delay.count())));
+    b.status = stopping ? ProjectionStatus::stopped : ProjectionStatus::retrying;
+    record_failure(b, false);
+    publish(p, b, b.status);
+    if (stopping) return false;
+    wait_on(clock_, delay, stop);
+    if (stop.stop_requested()) return false;
+    if (!holds(lease)) {
+      o_.log(fmt::format("sourced: {}: lease lost; letting the partition go", key_text(b.key)));
+      return false;
+    }
+    return true;
   }
 
   milliseconds backoff(std::uint32_t attempts) const {
@@ -692,9 +809,11 @@ class PartitionedProjectionRunner::Impl {
   }
 
   Outcome follow(std::uint32_t p, Batch& b, ProjectionLease& lease, std::stop_token stop) {
+    b.reading = true;
     auto sub = subscribe_to_all(events_, {.start = SubscriptionStart::after(Position(b.committed)),
                                           .filter = p_.filter,
                                           .checkpoint_interval = p_.filter ? 1u : 0u});
+    b.reading = false;
     b.pending = b.committed;
     b.events = 0;
     b.dirty_since.reset();
@@ -706,7 +825,7 @@ class PartitionedProjectionRunner::Impl {
       auto now = clock_.now();
       if (now - lease_checked >= kLeaseCheck) {
         lease_checked = now;
-        if (!lease.held()) return Outcome::lost;
+        if (!holds(lease)) return Outcome::lost;
       }
       milliseconds wait = kStopCheck;
       if (b.tx && live) {
@@ -715,7 +834,9 @@ class PartitionedProjectionRunner::Impl {
         auto left = std::chrono::duration_cast<milliseconds>(*b.dirty_since + o_.batch_interval - now);
         wait = std::clamp(left, milliseconds(0), kStopCheck);
       }
+      b.reading = true;
       auto m = sub.next(wait);
+      b.reading = false;
       if (!m) {
         if (b.tx && (live || clock_.now() - *b.dirty_since >= o_.batch_interval)) commit(p, b);
         if (live && !b.tx && clock_.now() - last_activity >= o_.idle_shutdown) return Outcome::idle;
@@ -812,6 +933,7 @@ class PartitionedProjectionRunner::Impl {
     b.tx->commit();
     b.tx.reset();
     b.context.clear();
+    b.outages = 0;
     if (past) {
       b.attempts = 0;
       b.fail_at = 0;
@@ -935,6 +1057,7 @@ class PartitionedProjectionRunner::Impl {
   std::map<std::uint32_t, std::optional<Clock::TimePoint>> work_since_;
   std::uint64_t watcher_pos_ = 0;
   ProjectionProgress total_;
+  ProjectionStatus base_status_ = ProjectionStatus::catching_up;
   bool poll_now_ = false;
   bool running_ = true;
   std::exception_ptr error_;

@@ -2,6 +2,7 @@
 // (its error row, retry, skip), idle workers that end and start again, the fence and the leases the
 // partitions rest on, and a model-based random test of the partition scheduling.
 
+#include <iostream>
 #include <random>
 #include <set>
 #include <thread>
@@ -474,5 +475,90 @@ TYPED_TEST(Partitions, RandomSchedulesEndInTheCleanPassWithoutTheSkippedEvents) 
   }
 }
 
+#ifdef SOURCED_WITH_POSTGRES
+// Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
+// whole runner for good, and the workers counted failed reads of the log as their partition's failures.
+// Here the server ends every connection of the runner (its events and its read-model store share an
+// application_name) again and again while events are appended: the runner carries on, no partition
+// fails, and the model is the clean pass.
+TEST(PartitionsOnPostgres, TheRunnerCarriesOnThroughKilledConnectionsAndEndsInTheCleanPass) {
+  auto url = test_pg_url();
+  if (!url) GTEST_SKIP() << pg_skip_message();
+  struct Schema {
+    std::string url, name = unique_pg_schema();
+    ~Schema() { pg_admin_exec(url, "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE"); }
+  } schema{*url};
+  const std::string app = "sourced_pp2_" + schema.name;
+  const std::string runner_url = *url + (url->find('?') == std::string::npos ? "?" : "&") + "application_name=" + app;
+  auto appender = open_postgres_store(*url, PostgresOptions{.schema = schema.name});
+  auto events = open_postgres_store(runner_url, PostgresOptions{.schema = schema.name});
+  PostgresProjectionStore models(runner_url, {.schema = schema.name});
+  Projection<PostgresProjectionTransaction> p;
+  p.name = "counts";
+  p.handle = [sql = SqlModel::upsert("counts", true)](PostgresProjectionTransaction& tx, const RecordedEvent& e) {
+    tx.execute(sql, {e.stream, e.position.value()});
+  };
+  p.setup = [sql = SqlModel::create("counts")](PostgresProjectionTransaction& tx) { tx.execute(sql); };
+  std::mutex log_mu;
+  std::vector<std::string> log;
+  PartitionedRunnerOptions o = quiet({.partitions = 3, .batch_events = 10, .batch_interval = 20ms});
+  o.retry_max = 200ms;
+  o.log = [&](std::string_view line) {
+    std::lock_guard lock(log_mu);
+    log.emplace_back(line);
+  };
+  PartitionedProjectionRunner runner(*events, models, p, o);
+  Position head;
+  for (int i = 0; i < 20; ++i)
+    head = appender->append("k-" + std::to_string(i % 7), ExpectedVersion::any(), {event("A")}).last_position;
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+
+  std::atomic<bool> done{false};
+  std::atomic<int> kills{0};
+  std::thread killer([&] {
+    while (!done) {
+      pg_admin_exec(*url,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '" + app + "'");
+      ++kills;
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  for (int i = 0; i < 80; ++i) {
+    head =
+        appender->append("k-" + std::to_string(i % 7), ExpectedVersion::any(), {event("A"), event("B")}).last_position;
+    std::this_thread::sleep_for(15ms);
+  }
+  done = true;
+  killer.join();
+  EXPECT_GT(kills, 10);
+  EXPECT_EQ(runner.wait_for(head, 60s), WaitResult::reached);
+  if (::testing::Test::HasFailure()) {
+    std::lock_guard lock(log_mu);
+    for (std::size_t i = log.size() > 40 ? log.size() - 40 : 0; i < log.size(); ++i) std::cerr << log[i] << "\n";
+  }
+  EXPECT_TRUE(runner.running()) << "the coordinator carried on";
+  EXPECT_FALSE(runner.error());
+  for (auto& part : runner.progress().partitions) EXPECT_NE(part.status, ProjectionStatus::failed) << part.partition;
+  runner.stop();
+  EXPECT_TRUE(models.list_errors("counts").empty());
+  Model model;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      model.clear();
+      models.query(SqlModel::select("counts"), {}, [&](const SqlRow& r) {
+        model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3));
+      });
+      break;
+    } catch (const ConnectionError&) {
+      if (attempt > 3) throw;
+    }
+  }
+  EXPECT_EQ(model, fold(*appender));
+  std::lock_guard lock(log_mu);
+  bool retried = false;
+  for (auto& line : log) retried = retried || line.find("retrying") != std::string::npos;
+  EXPECT_TRUE(retried) << "the kills hit the runner";
+}
+#endif
 }  // namespace
 }  // namespace sourced::testing
