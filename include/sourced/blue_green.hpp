@@ -25,15 +25,21 @@
 // target resumes from its own checkpoint (after a crash too) and, once it is live and has reached the
 // head read at that moment, the switch runs: the old runner stops, then one transaction points the
 // stable names at the target's tables, records the target as active and marks the old version's state
-// row retired; the old tables are dropped in a later transaction. Before any version is active, readers
+// rows retired (fenced: when a runner of the old version elsewhere committed meanwhile, the target first
+// catches up with that too); the old tables are dropped in a later transaction. Before any version is active, readers
 // find no stable name: the first version is switched in once caught up like any other, so a reader never
 // sees a half-built model. When the target is already active, it simply runs (and drops the tables of
 // retired versions a crash left behind). An active version newer than the target is refused.
 //
 // Across processes: every process running the projection should use a BlueGreenRunner. One running the
 // active version notices a newer version switched in elsewhere (polling sourced_projection_active) and
-// stops, leaving its state row retired; a plain ProjectionRunner of the old version would fail on its
-// dropped tables.
+// stops, leaving its state rows retired. A plain runner of the old version elsewhere stops at its next
+// commit: a fenced save never writes over a retired row.
+//
+// Partitioned projections (options.partitioned) switch the same way: each version runs as a
+// PartitionedProjectionRunner, the target is switched in once every partition has reached the head and
+// the old version's last checkpoints, and the switch retires every partition row of the old version in
+// the transaction that moves the stable names.
 //
 // Thread-safety: every member may be called from any thread. The event store and the read-model store
 // must outlive the runner; stop() (or the destructor) stops both versions' runners and returns once done.
@@ -48,6 +54,7 @@
 #include <vector>
 
 #include "sourced/projection.hpp"
+#include "sourced/projection_partitions.hpp"
 
 namespace sourced {
 
@@ -58,6 +65,11 @@ struct BlueGreenOptions {
   // For each version's runner. `start` is ignored: each version resumes from its own checkpoint (a new
   // version without one starts from the first event).
   ProjectionRunnerOptions runner;
+  // When set, every version runs as a PartitionedProjectionRunner with these options (`runner` is then
+  // unused; `start` and `stop_when_caught_up` are ignored): the target counts as caught up once every
+  // partition has reached the head, and the switch retires every partition's state row of the old version.
+  // Processes running the same projection share the partitions of both versions through their leases.
+  std::optional<PartitionedRunnerOptions> partitioned;
   // Drop the old version's tables after the switch. false: they stay for inspection (the state row says
   // retired either way).
   bool drop_old_tables = true;

@@ -18,6 +18,61 @@ using std::chrono::milliseconds;
 
 // The active version is read from the store at most this often: another process may switch.
 constexpr milliseconds kActiveCheck(500);
+
+// One version's runner, whole (ProjectionRunner) or partitioned (PartitionedProjectionRunner): what the
+// orchestration needs of it. Thread-safe as the runners are.
+class VersionRunner {
+ public:
+  virtual ~VersionRunner() = default;
+  virtual void stop() = 0;
+  virtual bool running() const = 0;
+  // Has reached the head (every partition's coordinator: the partitions then catch up in wait_for) and follows.
+  virtual bool live() const = 0;
+  virtual WaitResult wait_for(Position position, milliseconds timeout) const = 0;
+  virtual ProjectionProgress progress() const = 0;
+  virtual std::exception_ptr error() const = 0;
+};
+
+class WholeVersion final : public VersionRunner {
+ public:
+  WholeVersion(EventStore& events, ProjectionStore& models, detail::ErasedProjection p, ProjectionRunnerOptions o)
+      : runner_(events, models, std::move(p), std::move(o)) {}
+  void stop() override { runner_.stop(); }
+  bool running() const override { return runner_.running(); }
+  bool live() const override {
+    auto p = runner_.progress();
+    return p.live && p.status == ProjectionStatus::following;
+  }
+  WaitResult wait_for(Position position, milliseconds timeout) const override {
+    return runner_.wait_for(position, timeout);
+  }
+  ProjectionProgress progress() const override { return runner_.progress(); }
+  std::exception_ptr error() const override { return runner_.error(); }
+
+ private:
+  ProjectionRunner runner_;
+};
+
+class PartitionedVersion final : public VersionRunner {
+ public:
+  PartitionedVersion(EventStore& events, ProjectionStore& models, detail::ErasedProjection p,
+                     PartitionedRunnerOptions o)
+      : runner_(events, models, std::move(p), std::move(o)) {}
+  void stop() override { runner_.stop(); }
+  bool running() const override { return runner_.running(); }
+  bool live() const override {
+    auto p = runner_.progress().total;
+    return p.live && p.status == ProjectionStatus::following;
+  }
+  WaitResult wait_for(Position position, milliseconds timeout) const override {
+    return runner_.wait_for(position, timeout);
+  }
+  ProjectionProgress progress() const override { return runner_.progress().total; }
+  std::exception_ptr error() const override { return runner_.error(); }
+
+ private:
+  PartitionedProjectionRunner runner_;
+};
 }  // namespace
 
 // A control thread beside the runners: it never touches a batch, only starts and stops whole runners and
@@ -46,6 +101,11 @@ class BlueGreenRunner::Impl {
     target_ = versions_.rbegin()->first;
     o_.runner.start = StartMode::resume;
     if (!o_.runner.log) o_.runner.log = [](std::string_view line) { fmt::print(stderr, "{}\n", line); };
+    if (o_.partitioned) {
+      o_.partitioned->start = StartMode::resume;
+      o_.partitioned->stop_when_caught_up = false;
+      if (!o_.partitioned->log) o_.partitioned->log = o_.runner.log;
+    }
     active_ = models_.active_version(name_);
     if (active_ && *active_ > target_) {
       throw InvalidArgument(fmt::format(
@@ -56,8 +116,8 @@ class BlueGreenRunner::Impl {
     if (switched_) {
       drop_retired_tables();
     } else if (active_) {
-      if (auto old = versions_.find(*active_); old != versions_.end()) {
-        old_ = std::make_shared<ProjectionRunner>(events_, models_, old->second, o_.runner);
+      if (versions_.count(*active_) > 0) {
+        old_ = make_runner(*active_);
       } else {
         o_.runner.log(
             fmt::format("sourced: projection {}: version {} is active but not given here: its tables serve as they are "
@@ -65,7 +125,7 @@ class BlueGreenRunner::Impl {
                         name_, *active_, target_));
       }
     }
-    target_runner_ = std::make_shared<ProjectionRunner>(events_, models_, versions_.at(target_), o_.runner);
+    target_runner_ = make_runner(target_);
     thread_ = std::jthread([this](std::stop_token stop) { run(stop); });
   }
 
@@ -74,7 +134,7 @@ class BlueGreenRunner::Impl {
     std::lock_guard stopping(stop_mu_);
     thread_.request_stop();
     if (thread_.joinable()) thread_.join();
-    std::shared_ptr<ProjectionRunner> old, target;
+    std::shared_ptr<VersionRunner> old, target;
     {
       std::lock_guard lock(mu_);
       old = old_;
@@ -123,12 +183,12 @@ class BlueGreenRunner::Impl {
   }
 
  private:
-  std::shared_ptr<ProjectionRunner> serving() const {
+  std::shared_ptr<VersionRunner> serving() const {
     std::lock_guard lock(mu_);
     return serving_locked();
   }
-  std::shared_ptr<ProjectionRunner> serving_locked() const { return switched_ || !old_ ? target_runner_ : old_; }
-  std::shared_ptr<ProjectionRunner> serving_after_switch() const {
+  std::shared_ptr<VersionRunner> serving_locked() const { return switched_ || !old_ ? target_runner_ : old_; }
+  std::shared_ptr<VersionRunner> serving_after_switch() const {
     std::lock_guard lock(mu_);
     return target_runner_;
   }
@@ -149,8 +209,7 @@ class BlueGreenRunner::Impl {
             cv_.notify_all();
             return;
           }
-          auto p = target_runner_->progress();
-          if (p.live && p.status == ProjectionStatus::following) {
+          if (target_runner_->live()) {
             // Live means it reached the head once; first let it reach the head read now (the old version
             // goes on serving meanwhile), then switch.
             auto head = events_.head_position();
@@ -199,17 +258,42 @@ class BlueGreenRunner::Impl {
     return true;
   }
 
-  void mark_retired(std::uint32_t version) {
-    if (auto row = models_.load_state({name_, version, ""})) {
-      row->status = ProjectionStatus::retired;
-      models_.save_state(*row);
+  std::shared_ptr<VersionRunner> make_runner(std::uint32_t version) {
+    if (o_.partitioned) {
+      return std::make_shared<PartitionedVersion>(events_, models_, versions_.at(version), *o_.partitioned);
     }
+    return std::make_shared<WholeVersion>(events_, models_, versions_.at(version), o_.runner);
+  }
+
+  // Every state row of `version`: partition '' of a whole projection, "0" ... "N-1" of a partitioned one.
+  std::vector<ProjectionState> rows_of(std::uint32_t version) {
+    std::vector<ProjectionState> out;
+    for (auto& s : models_.list_states()) {
+      if (s.key.name == name_ && s.key.version == version) out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  // This process's runners of `version` are stopped; other processes' stop at their next commit (the fence
+  // refuses a retired row) or when they notice the switch.
+  void mark_retired(std::uint32_t version) {
+    auto rows = rows_of(version);
+    if (rows.empty()) return;
+    auto tx = models_.begin_transaction();
+    for (auto& row : rows) {
+      row.status = ProjectionStatus::retired;
+      tx->save_state(row);
+    }
+    tx->commit();
   }
 
   // Stops the old version, lets the target reach everything the old one committed (it may have gone past
-  // the head the caller read: readers must never see the model go back), then switches in one transaction.
-  // When the target does not get there in time, or the transaction fails, the old version is restarted and
-  // serves on until the next try.
+  // the head the caller read: readers must never see the model go back), then switches in one transaction
+  // that also retires every state row of the old version, each fenced on the checkpoint the target was
+  // checked against: when a runner of the old version in another process committed meanwhile, the
+  // transaction is dropped and the target catches up with that too, until `catch_up_timeout`. When the
+  // target does not get there in time, or the transaction fails, the old version is restarted and serves
+  // on until the next try.
   void switch_now() {
     auto old = active_;
     set_switching(true);
@@ -219,27 +303,47 @@ class BlueGreenRunner::Impl {
     } end_switch{this};
     if (old_) old_->stop();
     try {
-      std::optional<ProjectionState> old_row;
-      if (old) old_row = models_.load_state({name_, *old, ""});
-      if (old_row && target_runner_->wait_for(old_row->checkpoint, o_.catch_up_timeout) != WaitResult::reached) {
-        throw std::runtime_error(
-            fmt::format("version {} has not reached position {} that version {} showed within {} ms", target_,
-                        old_row->checkpoint.value(), *old, o_.catch_up_timeout.count()));
+      auto deadline = std::chrono::steady_clock::now() + o_.catch_up_timeout;
+      for (;;) {
+        std::vector<ProjectionState> old_rows;
+        if (old) old_rows = rows_of(*old);
+        std::erase_if(old_rows, [](const auto& r) { return r.status == ProjectionStatus::retired; });
+        Position shown;
+        for (const auto& r : old_rows) shown = std::max(shown, r.checkpoint);
+        auto left = std::chrono::ceil<milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (target_runner_->wait_for(shown, std::max(left, milliseconds(0))) != WaitResult::reached) {
+          throw std::runtime_error(
+              fmt::format("version {} has not reached position {} that version {} showed within {} ms", target_,
+                          shown.value(), old.value_or(0), o_.catch_up_timeout.count()));
+        }
+        auto tx = models_.begin_transaction();
+        tx->set_projection(versions_.at(target_).key);
+        for (const auto& t : o_.tables) tx->show_table_as(t, versioned_table(t, target_));
+        tx->save_active_version(name_, target_);
+        bool fenced = true;
+        auto at = Timestamp(std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now()));
+        for (auto row : old_rows) {
+          auto checked = row.checkpoint;
+          row.status = ProjectionStatus::retired;
+          row.updated_at = at;
+          if (!tx->save_state_if(row, checked)) {
+            fenced = false;
+            break;
+          }
+        }
+        if (fenced) {
+          tx->commit();
+          break;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+          throw std::runtime_error(fmt::format(
+              "version {} kept committing elsewhere (another process runs it) for {} ms; the switch waits for it to stop",
+              old.value_or(0), o_.catch_up_timeout.count()));
+        }
       }
-      auto tx = models_.begin_transaction();
-      tx->set_projection(versions_.at(target_).key);
-      for (const auto& t : o_.tables) tx->show_table_as(t, versioned_table(t, target_));
-      tx->save_active_version(name_, target_);
-      if (old_row) {
-        old_row->status = ProjectionStatus::retired;
-        old_row->updated_at =
-            Timestamp(std::chrono::time_point_cast<std::chrono::microseconds>(std::chrono::system_clock::now()));
-        tx->save_state(*old_row);
-      }
-      tx->commit();
     } catch (...) {
       if (old_) {
-        auto restarted = std::make_shared<ProjectionRunner>(events_, models_, versions_.at(*old), o_.runner);
+        auto restarted = make_runner(*old);
         std::lock_guard lock(mu_);
         old_ = std::move(restarted);
       }
@@ -277,11 +381,13 @@ class BlueGreenRunner::Impl {
   // A crash between the switch and the drop leaves the old tables: they go at the next start.
   void drop_retired_tables() {
     if (!o_.drop_old_tables) return;
+    std::set<std::uint32_t> retired;
     for (const auto& s : models_.list_states()) {
       if (s.key.name == name_ && s.key.version < target_ && s.status == ProjectionStatus::retired) {
-        drop_tables(s.key.version);
+        retired.insert(s.key.version);
       }
     }
+    for (auto version : retired) drop_tables(version);
   }
 
   EventStore& events_;
@@ -301,8 +407,8 @@ class BlueGreenRunner::Impl {
   std::optional<std::uint32_t> pending_drop_;  // control thread only
   std::chrono::steady_clock::time_point drop_at_;
   std::mutex stop_mu_;
-  std::shared_ptr<ProjectionRunner> old_;
-  std::shared_ptr<ProjectionRunner> target_runner_;
+  std::shared_ptr<VersionRunner> old_;
+  std::shared_ptr<VersionRunner> target_runner_;
 
   std::jthread thread_;  // last: stopped before the rest goes
 };

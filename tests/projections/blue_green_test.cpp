@@ -28,6 +28,34 @@ BlueGreenOptions options(int batch_events = 10000) {
   return o;
 }
 
+// The same, with every version run as a PartitionedProjectionRunner of 4 partitions.
+BlueGreenOptions partitioned(int batch_events = 10000) {
+  BlueGreenOptions o = options(batch_events);
+  PartitionedRunnerOptions p;
+  p.partitions = 4;
+  p.progress = ProgressDisplay::none;
+  p.log = [](std::string_view) {};
+  p.batch_events = static_cast<std::size_t>(batch_events);
+  p.batch_interval = 20ms;
+  p.retry_initial = 5ms;
+  p.takeover_interval = 100ms;
+  o.partitioned = p;
+  return o;
+}
+
+// Stops and joins a test's threads when its scope ends, also after a failed ASSERT (an early return).
+// Declared after what the threads use, so it goes first.
+struct StopThreads {
+  std::atomic<bool>& stop;
+  std::vector<std::jthread*> threads;
+  ~StopThreads() {
+    stop = true;
+    for (auto* t : threads) {
+      if (t->joinable()) t->join();
+    }
+  }
+};
+
 template <class H>
 class BlueGreen : public ::testing::Test {
  protected:
@@ -64,6 +92,14 @@ class BlueGreen : public ::testing::Test {
         return false;
       }
     }
+  }
+  // The state rows of `version` of the counts projection.
+  std::vector<ProjectionState> rows_of(std::uint32_t version) {
+    std::vector<ProjectionState> out;
+    for (auto& s : h_.models().list_states()) {
+      if (s.key.name == "counts" && s.key.version == version) out.push_back(s);
+    }
+    return out;
   }
   H h_;
   int next_ = 0;
@@ -172,7 +208,10 @@ TYPED_TEST(BlueGreen, ANewVersionBuildsBesideTheOldOneAndASwitchNeverShowsAHalfB
 
 // Appends go on while the new version catches up and is switched in: the old version follows them up to
 // the switch, so the new one must have reached everything the old one showed before it is shown. A reader
-// querying throughout never sees the model go back.
+// querying throughout never sees the model go back. Once the new version is live, the writer appends in
+// bursts (the switch window: the head is read, the target waits for it, the old one stops): the old
+// version, fast, commits far past the head the switch read while the new one, slow, is still on its way,
+// so a switch that did not wait for the old version's last checkpoint shows less on every store.
 TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed) {
   using Tx = typename TestFixture::Tx;
   auto& models = this->h_.models();
@@ -182,11 +221,20 @@ TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed
     ASSERT_TRUE(v1.wait_until_switched(60s));
   }
   std::atomic<bool> stop{false}, failed{false};
+  std::atomic<const BlueGreenRunner*> target{nullptr};
+  std::atomic<int> burst_appends{0};
   std::string bad;  // read once the reader has ended
   std::jthread writer([&] {
     for (int i = 0; !stop && !failed; ++i) {
-      this->h_.events().append("w-" + std::to_string(i % 7), ExpectedVersion::any(), {event("E"), event("E")});
-      std::this_thread::sleep_for(1ms);
+      auto* t = target.load();
+      bool burst = t && !t->wait_until_switched(0ms) && t->progress().live && burst_appends < 400;
+      std::vector<EventData> batch(burst ? 10 : 2, event("E"));
+      this->h_.events().append("w-" + std::to_string(i % 7), ExpectedVersion::any(), batch);
+      if (burst) {
+        ++burst_appends;
+      } else {
+        std::this_thread::sleep_for(1ms);
+      }
     }
   });
   std::jthread reader([&] {
@@ -211,12 +259,15 @@ TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed
   // Old and new follow the same appends: the old one commits every 20 ms, the new one at its own pace.
   auto o = options(25);
   BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2, 100)}, o);
+  StopThreads guard{stop, {&writer, &reader}};
+  target = &v2;
   ASSERT_TRUE(v2.wait_until_switched(60s));
   std::this_thread::sleep_for(100ms);
   stop = true;
   writer.join();
   reader.join();
   EXPECT_EQ(bad, "");
+  EXPECT_GT(burst_appends.load(), 0) << "the writer never saw the new version live";
   auto head = this->h_.events().head_position();
   ASSERT_EQ(v2.wait_for(head, 10s), WaitResult::reached);
   EXPECT_EQ(read_counts(models), this->expected(2));
@@ -249,6 +300,114 @@ TYPED_TEST(BlueGreen, AnOldVersionsRunnerElsewhereNeverCommitsOverItsRetiredRow)
   EXPECT_EQ(row->status, ProjectionStatus::retired) << "checkpoint " << row->checkpoint.value();
   EXPECT_EQ(row->checkpoint, retired->checkpoint);
   EXPECT_EQ(v2.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
+  EXPECT_EQ(read_counts(models), this->expected(2));
+}
+
+// A partitioned projection's new version builds in partitions beside the old one, under appends, with a
+// reader querying throughout: every answer is one whole version, never less than the old one showed before
+// the build began nor less than an earlier answer; after the switch every partition row of the old version
+// is retired and the new version's rows are not.
+TYPED_TEST(BlueGreen, APartitionedVersionSwitchesWholeAndRetiresEveryOldPartition) {
+  using Tx = typename TestFixture::Tx;
+  auto& models = this->h_.models();
+  this->append(1000);
+  {
+    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, partitioned());
+    ASSERT_TRUE(v1.wait_until_switched(60s));
+  }
+  ASSERT_EQ(this->rows_of(1).size(), 4u);
+  const long before = events_and_version(read_counts(models)).first;
+  ASSERT_EQ(before, 1000);
+
+  std::atomic<bool> stop{false}, failed{false}, saw_v1{false}, saw_v2{false};
+  std::atomic<int> reads{0};
+  std::string bad;  // read once the reader has ended
+  std::jthread writer([&] {
+    for (int i = 0; !stop && !failed; ++i) {
+      this->h_.events().append("w-" + std::to_string(i % 11), ExpectedVersion::any(), {event("E"), event("E")});
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  std::jthread reader([&] {
+    long seen = 0;
+    while (!stop) {
+      try {
+        auto [events, version] = events_and_version(read_counts(models));
+        if (version != 1 && version != 2) {
+          bad = "a read saw version " + std::to_string(version);
+        } else if (events < before) {
+          bad = "version " + std::to_string(version) + " read half-built: " + std::to_string(events) + " events";
+        } else if (events < seen) {
+          bad = "version " + std::to_string(version) + " showed " + std::to_string(events) + " events after " +
+                std::to_string(seen) + " were shown";
+        }
+        seen = std::max(seen, events);
+        (version == 1 ? saw_v1 : saw_v2) = true;
+        ++reads;
+      } catch (const std::exception& e) {
+        bad = std::string("a read failed: ") + e.what();
+      }
+      if (!bad.empty()) {
+        failed = true;
+        return;
+      }
+    }
+  });
+
+  BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2, 200)}, partitioned(25));
+  StopThreads guard{stop, {&writer, &reader}};
+  ASSERT_TRUE(v2.wait_until_switched(60s));
+  auto reads_at_switch = reads.load();
+  while (reads.load() < reads_at_switch + 20 && !failed) std::this_thread::sleep_for(1ms);
+  stop = true;
+  writer.join();
+  reader.join();
+  EXPECT_EQ(bad, "");
+  EXPECT_TRUE(saw_v1);
+  EXPECT_TRUE(saw_v2);
+
+  EXPECT_EQ(models.active_version("counts"), 2u);
+  auto old = this->rows_of(1);
+  EXPECT_EQ(old.size(), 4u);
+  for (const auto& row : old) {
+    EXPECT_EQ(row.status, ProjectionStatus::retired) << "partition " << row.key.partition;
+  }
+  auto head = this->h_.events().head_position();
+  ASSERT_EQ(v2.wait_for(head, 10s), WaitResult::reached);
+  EXPECT_EQ(read_counts(models), this->expected(2));
+  auto now = this->rows_of(2);
+  EXPECT_EQ(now.size(), 4u);
+  for (const auto& row : now) EXPECT_NE(row.status, ProjectionStatus::retired) << "partition " << row.key.partition;
+  auto until_dropped = std::chrono::steady_clock::now() + 10s;
+  while (this->table_exists("counts_v1") && std::chrono::steady_clock::now() < until_dropped) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_FALSE(this->table_exists("counts_v1"));
+}
+
+// Another process (here: another runner on the same read-model store, sharing the partitions' leases) runs
+// only the old partitioned version. When the new version is switched in, it notices and stops, and the old
+// partition rows stay retired whatever its workers had in hand.
+TYPED_TEST(BlueGreen, AProcessRunningTheOldPartitionedVersionNoticesTheSwitchAndStops) {
+  using Tx = typename TestFixture::Tx;
+  auto& models = this->h_.models();
+  this->append(300);
+  BlueGreenRunner elsewhere(this->h_.events(), models, {counts_version<Tx>(1)}, partitioned());
+  ASSERT_TRUE(elsewhere.wait_until_switched(60s));
+  BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2)}, partitioned());
+  ASSERT_TRUE(v2.wait_until_switched(60s));
+  this->append(40);  // the old version's workers elsewhere apply these; their commits are refused
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (elsewhere.active_version() != 2u && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(elsewhere.active_version(), 2u) << "the process running version 1 did not notice the switch";
+  EXPECT_EQ(elsewhere.progress().status, ProjectionStatus::stopped);
+  std::this_thread::sleep_for(200ms);
+  for (const auto& row : this->rows_of(1)) {
+    EXPECT_EQ(row.status, ProjectionStatus::retired) << "partition " << row.key.partition;
+  }
+  ASSERT_EQ(v2.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
   EXPECT_EQ(read_counts(models), this->expected(2));
 }
 

@@ -61,7 +61,7 @@ ProjectionRunnerOptions quiet(ProjectionRunnerOptions o = {}) {
 
 template <class H>
 class ProjectionCrash : public ::testing::Test {
- protected:
+ public:  // for the test bodies shared by several tests (free functions)
   void SetUp() override {
     if (auto why = h_.skip_reason()) GTEST_SKIP() << *why;
   }
@@ -138,25 +138,44 @@ TYPED_TEST(ProjectionCrash, SigkillDuringFollowThenResumeGivesTheCleanPassModel)
   this->finish_and_compare();
 }
 
-// Blue/green: SIGKILL while version 2 builds beside version 1. Until the switch, readers of the stable name
-// see version 1 whole; a restarted process resumes version 2 from its checkpoint and switches it in.
-TYPED_TEST(ProjectionCrash, SigkillWhileANewVersionBuildsThenResumeAndSwitch) {
-  using Tx = typename TypeParam::Tx;
-  auto& models = this->h_.models();
+// Blue/green: SIGKILL while version 2 builds beside version 1 (whole, or in 4 partitions). Until the
+// switch, readers of the stable name see version 1 whole; a restarted process resumes version 2 from its
+// checkpoints and switches it in, retiring every state row of version 1.
+template <class H>
+void sigkill_while_a_new_version_builds(ProjectionCrash<H>& t, bool partitioned) {
+  using Tx = typename H::Tx;
+  auto& models = t.h_.models();
   std::mt19937_64 rng(99);
-  this->append(3000, rng);
-  const auto head = this->h_.events().head_position();
+  t.append(3000, rng);
+  const auto head = t.h_.events().head_position();
+  const std::string prefix = partitioned ? "partitioned_" : "";
   auto whole = [&](long version) {
     CountsModel m;
-    for (const auto& e : this->h_.events().read_all({})) {
+    for (const auto& e : t.h_.events().read_all({})) {
       auto& row = m[e.stream];
       row = {version, row.second + 1};
     }
     return m;
   };
+  auto rows_of = [&](std::uint32_t version) {
+    std::vector<ProjectionState> out;
+    for (auto& s : models.list_states()) {
+      if (s.key.name == "counts" && s.key.version == version) out.push_back(s);
+    }
+    return out;
+  };
+  // How far version 2 is built: its checkpoint, or its least partition checkpoint (0 before every
+  // partition has a row).
+  auto built = [&]() -> std::uint64_t {
+    auto rows = rows_of(2);
+    if (rows.size() < (partitioned ? 4u : 1u)) return 0;
+    std::uint64_t least = kUnlimited;
+    for (auto& r : rows) least = std::min(least, r.checkpoint.value());
+    return least;
+  };
   {
     // Version 1 built and switched in by a worker, which is then killed while it follows.
-    Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), "blue_green_1", 0);
+    Worker w(t.h_.events_location(), t.kind(), t.h_.models_location(), prefix + "blue_green_1", 0);
     ASSERT_TRUE(w.started());
     auto until = std::chrono::steady_clock::now() + 60s;
     while (models.active_version("counts") != 1u && std::chrono::steady_clock::now() < until) {
@@ -170,20 +189,18 @@ TYPED_TEST(ProjectionCrash, SigkillWhileANewVersionBuildsThenResumeAndSwitch) {
   int killed_midway = 0;
   std::uint64_t before = 0;
   for (int round = 0; round < 3; ++round) {
-    Worker w(this->h_.events_location(), this->kind(), this->h_.models_location(), "blue_green_2", 150);
+    Worker w(t.h_.events_location(), t.kind(), t.h_.models_location(), prefix + "blue_green_2", 150);
     ASSERT_TRUE(w.started());
     const std::uint64_t kill_at = before + 200 + rng() % 200;
     auto until = std::chrono::steady_clock::now() + 60s;
-    for (;;) {
-      auto row = models.load_state({"counts", 2, ""});
-      if (row && row->checkpoint.value() >= kill_at) break;
+    while (built() < kill_at) {
       ASSERT_LT(std::chrono::steady_clock::now(), until) << "version 2 made no progress in round " << round;
       std::this_thread::sleep_for(1ms);
     }
     EXPECT_TRUE(w.kill_now()) << "the worker ended by itself";
-    auto v2 = models.load_state({"counts", 2, ""});
-    if (v2 && v2->checkpoint.value() > before && v2->checkpoint < head) ++killed_midway;
-    if (v2) before = v2->checkpoint.value();
+    auto now_built = built();
+    if (now_built > before && now_built < head.value()) ++killed_midway;
+    before = now_built;
     // Not switched: readers still see version 1, whole.
     EXPECT_EQ(models.active_version("counts"), 1u);
     EXPECT_EQ(read_counts(models), whole(1)) << "round " << round;
@@ -192,11 +209,29 @@ TYPED_TEST(ProjectionCrash, SigkillWhileANewVersionBuildsThenResumeAndSwitch) {
   BlueGreenOptions o{.tables = {"counts"}};
   o.runner.progress = ProgressDisplay::none;
   o.runner.log = [](std::string_view) {};
-  BlueGreenRunner resume(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2)}, o);
+  if (partitioned) {
+    PartitionedRunnerOptions p;
+    p.partitions = 4;
+    p.progress = ProgressDisplay::none;
+    p.log = [](std::string_view) {};
+    p.takeover_interval = 100ms;
+    o.partitioned = p;
+  }
+  BlueGreenRunner resume(t.h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2)}, o);
   ASSERT_TRUE(resume.wait_until_switched(120s));
   EXPECT_EQ(models.active_version("counts"), 2u);
   EXPECT_EQ(read_counts(models), whole(2));
-  EXPECT_EQ(models.load_state({"counts", 1, ""})->status, ProjectionStatus::retired);
+  auto old = rows_of(1);
+  EXPECT_EQ(old.size(), partitioned ? 4u : 1u);
+  for (const auto& row : old) EXPECT_EQ(row.status, ProjectionStatus::retired) << "partition " << row.key.partition;
+}
+
+TYPED_TEST(ProjectionCrash, SigkillWhileANewVersionBuildsThenResumeAndSwitch) {
+  sigkill_while_a_new_version_builds(*this, false);
+}
+
+TYPED_TEST(ProjectionCrash, SigkillWhileANewPartitionedVersionBuildsThenResumeAndSwitch) {
+  sigkill_while_a_new_version_builds(*this, true);
 }
 
 }  // namespace

@@ -3,9 +3,10 @@
 // file; postgres: a URL with ?schema=), rebuilding or resuming, and follows until it is killed. Each
 // event's handler waits DELAY_US microseconds, so a test can kill it in the middle of a batch.
 // blue_green_1 and blue_green_2 run the blue/green model (blue_green_model.hpp) through a BlueGreenRunner
-// with version 1, or versions 1 and 2 (version 2's handler waiting DELAY_US per event).
+// with version 1, or versions 1 and 2 (version 2's handler waiting DELAY_US per event);
+// partitioned_blue_green_1 and _2 the same with every version in 4 partitions.
 //
-//   projection_worker EVENTS KIND MODELS rebuild|resume|blue_green_1|blue_green_2 DELAY_US
+//   projection_worker EVENTS KIND MODELS rebuild|resume|[partitioned_]blue_green_1|[partitioned_]blue_green_2 DELAY_US
 
 #include <chrono>
 #include <cstdlib>
@@ -53,7 +54,7 @@ int run(sourced::EventStore& events, Store& models, bool dollar, sourced::StartM
 }
 
 template <class Store>
-int run_blue_green(sourced::EventStore& events, Store& models, int versions, int delay_us) {
+int run_blue_green(sourced::EventStore& events, Store& models, int versions, int delay_us, bool partitioned) {
   using Tx = typename Store::Transaction;
   std::vector<sourced::Projection<Tx>> v{sourced::testing::counts_version<Tx>(1)};
   if (versions == 2) v.push_back(sourced::testing::counts_version<Tx>(2, delay_us));
@@ -61,6 +62,15 @@ int run_blue_green(sourced::EventStore& events, Store& models, int versions, int
   o.runner.batch_events = 50;
   o.runner.batch_interval = std::chrono::milliseconds(20);
   o.runner.progress = sourced::ProgressDisplay::none;
+  if (partitioned) {
+    sourced::PartitionedRunnerOptions p;
+    p.partitions = 4;
+    p.batch_events = 50;
+    p.batch_interval = std::chrono::milliseconds(20);
+    p.takeover_interval = std::chrono::milliseconds(100);
+    p.progress = sourced::ProgressDisplay::none;
+    o.partitioned = p;
+  }
   sourced::BlueGreenRunner runner(events, models, std::move(v), o);
   std::cout << "started" << std::endl;
   for (;;) {
@@ -71,8 +81,10 @@ int run_blue_green(sourced::EventStore& events, Store& models, int versions, int
 
 template <class Store>
 int run_mode(sourced::EventStore& events, Store& models, bool dollar, const std::string& mode, int delay_us) {
-  if (mode == "blue_green_1") return run_blue_green(events, models, 1, delay_us);
-  if (mode == "blue_green_2") return run_blue_green(events, models, 2, delay_us);
+  if (mode == "blue_green_1") return run_blue_green(events, models, 1, delay_us, false);
+  if (mode == "blue_green_2") return run_blue_green(events, models, 2, delay_us, false);
+  if (mode == "partitioned_blue_green_1") return run_blue_green(events, models, 1, delay_us, true);
+  if (mode == "partitioned_blue_green_2") return run_blue_green(events, models, 2, delay_us, true);
   return run(events, models, dollar, mode == "rebuild" ? sourced::StartMode::rebuild : sourced::StartMode::resume,
              delay_us);
 }
@@ -81,7 +93,8 @@ int run_mode(sourced::EventStore& events, Store& models, bool dollar, const std:
 
 int main(int argc, char** argv) {
   if (argc != 6) {
-    std::cerr << "usage: projection_worker EVENTS KIND MODELS rebuild|resume|blue_green_1|blue_green_2 DELAY_US\n";
+    std::cerr << "usage: projection_worker EVENTS KIND MODELS "
+                 "rebuild|resume|[partitioned_]blue_green_1|[partitioned_]blue_green_2 DELAY_US\n";
     return 2;
   }
   try {
