@@ -95,6 +95,10 @@ struct CommandResult {
   // when the bus stopped waiting (timeout, runner stopped, unknown to the waiter). The command succeeded
   // and its events stay written either way; empty when every projection asked for reached it.
   std::vector<std::string> projections_behind;
+  // What the middleware after() hooks that threw said (innermost first). The command succeeded: its
+  // events are written, so a failing hook is reported here instead of thrown, where a retry of a command
+  // without an id would write it again.
+  std::vector<std::string> middleware_errors;
 
   bool rejected() const { return rejection.has_value(); }
   // True when every projection the dispatch waited for has processed what the command wrote.

@@ -12,7 +12,9 @@
 // the command, e.g. authorization), the command's own validate() (InvalidCommand names the field;
 // nothing is loaded), the handler, then every after() in reverse order. When anything throws, every
 // middleware whose before() ran gets on_failure() (reverse order) and the exception goes on to the
-// caller. A domain rejection is not a failure: it is in the result that after() sees.
+// caller. A domain rejection is not a failure: it is in the result that after() sees. An after() that
+// throws does not fail the dispatch (the events are written): the other after() hooks still run and
+// its message is in CommandResult::middleware_errors.
 //
 // Ids: each dispatch has a command id (the caller's, or a fresh UUIDv7) and a correlation id (the
 // caller's, or the command id); the events written carry the correlation id, and the command id as
@@ -70,7 +72,8 @@ class Middleware {
   virtual ~Middleware() = default;
   // Before validation and handling; throwing stops the command.
   virtual void before(const CommandContext&) {}
-  // After the handler returned (rejections included).
+  // After the handler returned (rejections included). Throwing does not fail the command, which is
+  // written: the message goes to CommandResult::middleware_errors.
   virtual void after(const CommandContext&, const CommandResult&) {}
   // When validation, the handler, or a middleware threw; the exception then reaches the caller.
   virtual void on_failure(const CommandContext&, const std::exception&) {}

@@ -90,7 +90,18 @@ CommandResult CommandBus::dispatch(std::type_index type, const void* command, Co
     }
     CommandResult result = route.handle(command, ctx, idempotent);
     wait_for_projections(options, result);
-    for (std::size_t i = entered; i-- > 0;) middleware_[i]->after(ctx, result);
+    // The command is written: an after() that fails (a metrics exporter down) must not turn that into an
+    // exception, or a caller retrying a command without an id would write it twice. Every after() runs;
+    // what failed is in the result.
+    for (std::size_t i = entered; i-- > 0;) {
+      try {
+        middleware_[i]->after(ctx, result);
+      } catch (const std::exception& e) {
+        result.middleware_errors.push_back(e.what());
+      } catch (...) {
+        result.middleware_errors.emplace_back("unknown exception");
+      }
+    }
     return result;
   } catch (const std::exception& e) {
     for (std::size_t i = entered; i-- > 0;) {

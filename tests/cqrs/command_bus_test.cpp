@@ -130,6 +130,25 @@ TEST_F(CommandBusTest, MiddlewareWrapsEveryDispatchInOrder) {
   EXPECT_FALSE(store_->stream_info("account-mallory"));
 }
 
+TEST_F(CommandBusTest, AnAfterHookThatThrowsDoesNotFailAWrittenCommand) {
+  // Review 6, CB-1: a metrics exporter that is down. Were the dispatch to throw, a caller retrying a
+  // command without an id would deposit twice.
+  struct Exporter : Middleware {
+    void after(const CommandContext&, const CommandResult&) override { throw std::runtime_error("exporter down"); }
+  };
+  std::vector<std::string> log;
+  bus_.use(std::make_shared<Recorder>("outer", log)).use(std::make_shared<Exporter>());
+  bus_.dispatch(Open{"ada", "Ada"});
+  log.clear();
+  CommandResult r;
+  ASSERT_NO_THROW(r = bus_.dispatch(Deposit{"ada", 10}));
+  EXPECT_EQ(r.events_written, 1u);
+  EXPECT_EQ(r.middleware_errors, (std::vector<std::string>{"exporter down"}));
+  EXPECT_EQ(log, (std::vector<std::string>{"outer before account-ada", "outer after 2"}))
+      << "the other hooks still run, and on_failure does not";
+  EXPECT_EQ(store_->read_stream("account-ada").to_vector().size(), 2u);
+}
+
 TEST_F(CommandBusTest, EventsCarryTheCorrelationAndTheCommandAsCause) {
   const Uuid command = Uuid::v7(), correlation = Uuid::v7();
   Uuid seen;
