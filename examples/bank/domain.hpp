@@ -45,17 +45,21 @@ inline std::string account_stream(std::string_view id) { return "account-" + std
 struct AccountOpened {
   static constexpr std::string_view kEventType = "AccountOpened";
   std::string owner;
+  bool operator==(const AccountOpened&) const = default;
 };
 struct MoneyDeposited {
   static constexpr std::string_view kEventType = "MoneyDeposited";
   Amount amount = 0;
+  bool operator==(const MoneyDeposited&) const = default;
 };
 struct MoneyWithdrawn {
   static constexpr std::string_view kEventType = "MoneyWithdrawn";
   Amount amount = 0;
+  bool operator==(const MoneyWithdrawn&) const = default;
 };
 struct AccountClosed {
   static constexpr std::string_view kEventType = "AccountClosed";
+  bool operator==(const AccountClosed&) const = default;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(AccountOpened, owner)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(MoneyDeposited, amount)

@@ -40,20 +40,25 @@ struct TransferRequested {
   std::string from;
   std::string to;
   Amount amount = 0;
+  bool operator==(const TransferRequested&) const = default;
 };
 struct TransferCreditRejected {
   static constexpr std::string_view kEventType = "TransferCreditRejected";
   std::string reason;
+  bool operator==(const TransferCreditRejected&) const = default;
 };
 struct TransferCompleted {
   static constexpr std::string_view kEventType = "TransferCompleted";
+  bool operator==(const TransferCompleted&) const = default;
 };
 struct TransferCompensated {
   static constexpr std::string_view kEventType = "TransferCompensated";
+  bool operator==(const TransferCompensated&) const = default;
 };
 struct TransferFailed {
   static constexpr std::string_view kEventType = "TransferFailed";
   std::string reason;
+  bool operator==(const TransferFailed&) const = default;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TransferRequested, transfer, from, to, amount)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(TransferCreditRejected, reason)
