@@ -218,12 +218,19 @@ class PartitionedProjectionRunner::Impl {
       bool all = true;
       for (std::uint32_t p = 0; p < parts_.size(); ++p) {
         if (done(p) >= position.value()) continue;
-        all = false;
         const Part& part = parts_[p];
-        if (part.status == ProjectionStatus::failed && !part.here && part.last_seen <= position.value()) {
-          result = WaitResult::stopped;
-          return true;
+        if (part.status == ProjectionStatus::failed && !part.here) {
+          // A failed partition has applied every event of its own before the one it failed on (review 5,
+          // PP-3): it has processed the position when that event comes after it, and stops the wait when
+          // not. Where the failing event is not known, its checkpoint is what it has.
+          std::uint64_t failing = part.failed_at ? part.failed_at : known(p) + 1;
+          if (failing <= position.value()) {
+            result = WaitResult::stopped;
+            return true;
+          }
+          continue;
         }
+        all = false;
       }
       if (all) {
         result = WaitResult::reached;
@@ -259,6 +266,7 @@ class PartitionedProjectionRunner::Impl {
     std::uint64_t stored = 0;     // its checkpoint, as last read from the state rows or committed here
     std::uint64_t processed = 0;  // what its worker here has processed (committed, or scanned past)
     std::uint64_t last_seen = 0;  // the last position of one of its events the coordinator has read
+    std::uint64_t failed_at = 0;  // while failed: the position it failed on (its open error row), 0 unknown
     ProjectionStatus status = ProjectionStatus::catching_up;
     std::string last_error;
     bool here = false;
@@ -280,6 +288,7 @@ class PartitionedProjectionRunner::Impl {
   void poke(std::uint32_t p) {
     std::lock_guard lock(mu_);
     parts_[p].status = ProjectionStatus::catching_up;
+    parts_[p].failed_at = 0;
     poll_now_ = true;
     cv_.notify_all();
   }
@@ -526,8 +535,15 @@ class PartitionedProjectionRunner::Impl {
   // The state rows of every partition: what other processes committed, failed or retried.
   void read_rows() {
     std::vector<ProjectionState> rows;
+    std::vector<ProjectionError> errors;
     try {
       rows = models_.list_states();
+      bool failed = false;
+      for (auto& s : rows) {
+        failed = failed ||
+                 (s.key.name == p_.key.name && s.key.version == p_.key.version && s.status == ProjectionStatus::failed);
+      }
+      if (failed) errors = models_.list_errors(p_.key.name);  // where they failed, for wait_for
     } catch (const std::exception& e) {
       o_.log(fmt::format("sourced: projection {} v{}: cannot read its state rows: {}", p_.key.name, p_.key.version,
                          e.what()));
@@ -544,6 +560,12 @@ class PartitionedProjectionRunner::Impl {
       if (!part.here) {
         part.status = s.status;
         part.last_error = s.last_error;
+        part.failed_at = 0;
+        for (auto& e : errors) {
+          if (e.key == s.key && e.resolution.empty() && s.status == ProjectionStatus::failed) {
+            part.failed_at = e.position.value();
+          }
+        }
       }
     }
     cv_.notify_all();
@@ -954,6 +976,11 @@ class PartitionedProjectionRunner::Impl {
     part.processed = std::max(part.processed, b.committed);
     part.stored = std::max(part.stored, b.committed);
     part.status = status;
+    if (status != ProjectionStatus::failed) {
+      part.failed_at = 0;
+    } else if (b.fail_at != 0) {
+      part.failed_at = b.fail_at;
+    }
     part.last_error = b.last_error;
     cv_.notify_all();
   }

@@ -475,6 +475,29 @@ TYPED_TEST(Partitions, RandomSchedulesEndInTheCleanPassWithoutTheSkippedEvents) 
   }
 }
 
+// Review 5, PP-3: a partition that failed at some event while later events of it were already read made
+// wait_for of a position between the two wait its whole timeout instead of answering `stopped`.
+TYPED_TEST(Partitions, WaitForAnswersStoppedAtOnceForAPositionPastTheEventAFailedPartitionStoppedOn) {
+  this->append_spread(20, 5);
+  this->append("bad", 2);
+  auto bad = this->append("bad");
+  auto between = this->append_spread(20, 5);
+  this->append("bad", 3);  // later events of the failed partition
+  auto head = this->append_spread(20, 5);
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(),
+                                     this->h_.projection("counts",
+                                                         [&](const RecordedEvent& e) {
+                                                           if (e.position == bad) throw std::runtime_error("no");
+                                                         }),
+                                     quiet({.partitions = 3, .max_attempts = 1}));
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::stopped);
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(runner.wait_for(between, 5s), WaitResult::stopped);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 2s) << "answered at once, not after its timeout";
+  EXPECT_EQ(runner.wait_for(Position(bad.value() - 1), 5s), WaitResult::reached)
+      << "everything before the failing event is processed";
+}
+
 #ifdef SOURCED_WITH_POSTGRES
 // Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
 // whole runner for good, and the workers counted failed reads of the log as their partition's failures.
