@@ -298,7 +298,7 @@ class PartitionedProjectionRunner::Impl {
   // that, as far as the coordinator has read.
   std::uint64_t done(std::uint32_t p) const {
     std::uint64_t k = known(p);
-    return parts_[p].last_seen <= k ? std::max(k, watcher_pos_) : k;
+    return parts_[p].last_seen <= k && k >= seen_from_ ? std::max(k, watcher_pos_) : k;
   }
   bool has_work(std::uint32_t p) const { return parts_[p].last_seen > known(p); }
 
@@ -340,8 +340,7 @@ class PartitionedProjectionRunner::Impl {
           prepare();
           prepared = true;
         }
-        watch(stop, failures);
-        break;
+        if (watch(stop, failures)) break;
       } catch (...) {
         auto e = std::current_exception();
         if (stop.stop_requested()) break;
@@ -384,13 +383,19 @@ class PartitionedProjectionRunner::Impl {
   }
 
   // Follows the log from where the coordinator has read (at first the least checkpoint) until stopped or,
-  // with stop_when_caught_up, done; throws what the store throws.
-  void watch(std::stop_token stop, std::uint32_t& failures) {
+  // with stop_when_caught_up, done (true), or until it must read again from further back (false); throws
+  // what the store throws.
+  bool watch(std::stop_token stop, std::uint32_t& failures) {
     std::uint64_t from = kUnlimited;
     {
+      // From where it has read to, unless a checkpoint went back before where it began reading (a rebuild
+      // elsewhere): then what it knows of that partition's events is incomplete, and it reads again.
       std::lock_guard lock(mu_);
       for (std::uint32_t p = 0; p < parts_.size(); ++p) from = std::min(from, parts_[p].stored);
-      from = std::max(from, watcher_pos_);
+      if (from >= seen_from_) from = std::max(from, watcher_pos_);
+      seen_from_ = std::min(seen_from_, from);
+      watcher_pos_ = from;  // back too, when reading again: done() counts on it
+      rewind_ = false;
     }
     auto sub = subscribe_to_all(events_, {.start = SubscriptionStart::after(Position(from)),
                                           .filter = p_.filter,
@@ -409,6 +414,10 @@ class PartitionedProjectionRunner::Impl {
       if (poll || now - last_poll >= o_.takeover_interval) {
         last_poll = now;
         read_rows();
+        {
+          std::lock_guard lock(mu_);
+          if (rewind_) return false;
+        }
         take_partitions(now);
       }
       tick(now, live);
@@ -425,7 +434,7 @@ class PartitionedProjectionRunner::Impl {
         switch (m->kind) {
           case SubscriptionMessage::Kind::event: {
             auto p = partition_of(*m->event);
-            parts_[p].last_seen = m->event->position.value();
+            parts_[p].last_seen = std::max(parts_[p].last_seen, m->event->position.value());
             watcher_pos_ = std::max(watcher_pos_, m->event->position.value());
             if (!work_since_[p]) work_since_[p] = now;
             break;
@@ -446,9 +455,10 @@ class PartitionedProjectionRunner::Impl {
       if (m && m->kind == SubscriptionMessage::Kind::event) take_partition(partition_of(*m->event), now);
       if (o_.stop_when_caught_up && live && (!m || clock_.now() - last_done_check >= milliseconds(100))) {
         last_done_check = clock_.now();
-        if (caught_up_everywhere()) return;
+        if (caught_up_everywhere()) return true;
       }
     }
+    return true;
   }
 
   bool caught_up_everywhere() {
@@ -556,8 +566,12 @@ class PartitionedProjectionRunner::Impl {
       unsigned long p = std::strtoul(s.key.partition.c_str(), &end, 10);
       if (s.key.partition.empty() || *end != '\0' || p >= parts_.size()) continue;
       Part& part = parts_[p];
-      part.stored = std::max(part.stored, s.checkpoint.value());
       if (!part.here) {
+        // Another process's word is final here, back included: a rebuild elsewhere resets the checkpoints
+        // (review 5, PP-4); what a worker of this process once did no longer counts.
+        part.stored = s.checkpoint.value();
+        part.processed = part.stored;
+        if (part.stored < seen_from_) rewind_ = true;
         part.status = s.status;
         part.last_error = s.last_error;
         part.failed_at = 0;
@@ -686,6 +700,12 @@ class PartitionedProjectionRunner::Impl {
       }
       b.status = saved && saved->status == ProjectionStatus::rebuilding ? ProjectionStatus::rebuilding
                                                                         : ProjectionStatus::catching_up;
+      {
+        // The row, not what this process knew before (a rebuild elsewhere may have reset it).
+        std::lock_guard lock(mu_);
+        parts_[p].stored = b.committed;
+        parts_[p].processed = b.committed;
+      }
     } catch (const std::exception& e) {
       o_.log(fmt::format("sourced: {}: cannot read its state: {}", key_text(b.key), e.what()));
       return;
@@ -1083,6 +1103,10 @@ class PartitionedProjectionRunner::Impl {
   std::vector<Part> parts_;
   std::map<std::uint32_t, std::optional<Clock::TimePoint>> work_since_;
   std::uint64_t watcher_pos_ = 0;
+  // The coordinator has read every event after seen_from_ through watcher_pos_ (seen_from_ is kUnlimited
+  // before it starts); rewind_: a checkpoint went back before seen_from_, it must read from there again.
+  std::uint64_t seen_from_ = kUnlimited;
+  bool rewind_ = false;
   ProjectionProgress total_;
   ProjectionStatus base_status_ = ProjectionStatus::catching_up;
   bool poll_now_ = false;

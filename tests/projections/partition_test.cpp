@@ -498,6 +498,50 @@ TYPED_TEST(Partitions, WaitForAnswersStoppedAtOnceForAPositionPastTheEventAFaile
       << "everything before the failing event is processed";
 }
 
+// Review 5, PP-4: a process that once processed a partition kept its old checkpoint in mind after a rebuild
+// elsewhere reset the rows: wait_for said `reached` for a model that had just been cleared, and the process
+// never helped with the rebuilt partitions.
+TYPED_TEST(Partitions, ARebuildElsewhereIsSeenByARunningProcessAndItHelpsReplay) {
+  auto head = this->append_spread(40, 7);
+  {
+    PartitionedProjectionRunner first(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
+                                      quiet({.partitions = 2, .stop_when_caught_up = true}));
+    ASSERT_TRUE(first.wait_until_stopped(30s));
+  }
+  // Resumed at the head: this process has read none of the events before it.
+  std::atomic<bool> hold{true};
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(),
+                                     this->h_.projection("counts",
+                                                         [&](const RecordedEvent&) {
+                                                           while (hold) std::this_thread::sleep_for(5ms);
+                                                         }),
+                                     quiet({.partitions = 2}));
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  {
+    // What a rebuild in another process does (prepare() of a runner started with StartMode::rebuild): every
+    // lease, the model cleared and every checkpoint reset in one transaction, the leases let go.
+    auto& models = this->h_.models();
+    std::vector<std::unique_ptr<ProjectionLease>> leases;
+    for (std::uint32_t p = 0; p < 2; ++p) {
+      leases.push_back(models.try_lease(ProjectionKey{"counts", 1, std::to_string(p)}));
+      ASSERT_TRUE(leases.back());
+    }
+    auto tx = models.begin_transaction();
+    auto& typed = dynamic_cast<typename TypeParam::Tx&>(*tx);
+    this->h_.projection("counts").clear(typed);
+    for (std::uint32_t p = 0; p < 2; ++p) {
+      tx->save_state(ProjectionState{ProjectionKey{"counts", 1, std::to_string(p)}, Position(0),
+                                     ProjectionStatus::rebuilding, "", 0, now()});
+    }
+    tx->commit();
+  }
+  EXPECT_EQ(runner.wait_for(head, 1s), WaitResult::timeout) << "the model was cleared: the head is not processed";
+  hold = false;
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached) << "this process replays the rebuilt partitions";
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
+}
+
 #ifdef SOURCED_WITH_POSTGRES
 // Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
 // whole runner for good, and the workers counted failed reads of the log as their partition's failures.
