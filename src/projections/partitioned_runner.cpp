@@ -413,11 +413,15 @@ class PartitionedProjectionRunner::Impl {
       reap();
       if (poll || now - last_poll >= o_.takeover_interval) {
         last_poll = now;
+        retake_at_.reset();
         read_rows();
         {
           std::lock_guard lock(mu_);
           if (rewind_) return false;
         }
+        take_partitions(now);
+      } else if (retake_at_ && now >= *retake_at_) {
+        retake_at_.reset();
         take_partitions(now);
       }
       tick(now, live);
@@ -601,7 +605,13 @@ class PartitionedProjectionRunner::Impl {
       }
       for (auto& q : parts_) held += q.here ? 1 : 0;
       if (!work_since_[p]) work_since_[p] = now;
-      if (now - *work_since_[p] < kFairStep * static_cast<int>(held)) return;
+      auto due = *work_since_[p] + kFairStep * static_cast<int>(held);
+      if (now < due) {
+        // Looked at again when its turn comes, not at the next poll a takeover_interval away (review 5,
+        // PP-5: after an idle shutdown, the first new event waited up to a second).
+        if (!retake_at_ || due < *retake_at_) retake_at_ = due;
+        return;
+      }
       if (last_try_[p] && now - *last_try_[p] < o_.takeover_interval) return;
       last_try_[p] = now;
     }
@@ -1090,6 +1100,7 @@ class PartitionedProjectionRunner::Impl {
   // The coordinator's own.
   std::vector<std::unique_ptr<Worker>> workers_;
   std::map<std::uint32_t, std::optional<Clock::TimePoint>> last_try_;
+  std::optional<Clock::TimePoint> retake_at_;  // when a partition held back for fairness may be taken
   Clock::TimePoint head_read_{};
   Clock::TimePoint run_started_{};
   Clock::TimePoint last_display_{};

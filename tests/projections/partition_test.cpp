@@ -542,6 +542,44 @@ TYPED_TEST(Partitions, ARebuildElsewhereIsSeenByARunningProcessAndItHelpsReplay)
   EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
 }
 
+// Review 5, PP-5: a process holding other partitions held a partition back for fairness (25 ms per
+// partition held) and then looked at it again only at the next poll, takeover_interval later.
+TYPED_TEST(Partitions, APartitionHeldBackForFairnessStartsWhenItsTurnComesNotAtTheNextPoll) {
+  std::vector<std::string> streams = {"x"};
+  for (int i = 0; partition_for(streams.back(), 2) == partition_for("x", 2); ++i) {
+    streams.back() = "y" + std::to_string(i);
+  }
+  std::atomic<int> idle_ends{0};
+  PartitionedRunnerOptions o = quiet({.partitions = 2, .idle_shutdown = 300ms});
+  o.takeover_interval = 20s;  // a poll never comes during the test
+  o.on_lease = [&](std::uint32_t p, bool take) {
+    if (!take && p == partition_for(streams[0], 2)) ++idle_ends;
+  };
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"), o);
+  std::atomic<bool> done{false};
+  std::thread busy([&] {  // keeps the other partition worked here
+    while (!done) {
+      this->append(streams.back());
+      std::this_thread::sleep_for(50ms);
+    }
+  });
+  auto last_busy = [&] { return this->h_.events().head_position(); };
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(runner.wait_for(last_busy(), 5s), WaitResult::reached);
+  auto first = this->append(streams[0]);
+  EXPECT_EQ(runner.wait_for(first, 2s), WaitResult::reached) << "started within its fairness delay";
+  for (int i = 0; i < 300 && idle_ends == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(idle_ends, 1) << "its worker ended when idle";
+  auto second = this->append(streams[0]);
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(runner.wait_for(second, 2s), WaitResult::reached) << "started again after its idle shutdown";
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
+  done = true;
+  busy.join();
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
+}
+
 #ifdef SOURCED_WITH_POSTGRES
 // Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
 // whole runner for good, and the workers counted failed reads of the log as their partition's failures.
