@@ -457,12 +457,50 @@ class PartitionedProjectionRunner::Impl {
         cv_.notify_all();
       }
       if (m && m->kind == SubscriptionMessage::Kind::event) take_partition(partition_of(*m->event), now);
+      if (live) settle_quiet_partitions(now);
       if (o_.stop_when_caught_up && live && (!m || clock_.now() - last_done_check >= milliseconds(100))) {
         last_done_check = clock_.now();
         if (caught_up_everywhere()) return true;
       }
     }
     return true;
+  }
+
+  // A partition without events gets no worker, so after a rebuild its row would say `rebuilding` at
+  // checkpoint 0 (lag = the head, in `projections`) for good. Once the coordinator is live, such a row is
+  // moved to where the coordinator has read, status `following`, under the partition's lease and fenced on
+  // the checkpoint as a worker's commit is.
+  void settle_quiet_partitions(Clock::TimePoint at) {
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> quiet;  // partition, its checkpoint
+    std::uint64_t through = 0;
+    {
+      std::lock_guard lock(mu_);
+      through = watcher_pos_;
+      for (std::uint32_t p = 0; p < parts_.size(); ++p) {
+        const Part& part = parts_[p];
+        if (part.here || part.status != ProjectionStatus::rebuilding || has_work(p)) continue;
+        if (last_try_[p] && at - *last_try_[p] < o_.takeover_interval) continue;
+        if (part.stored < through && part.stored >= seen_from_) quiet.emplace_back(p, part.stored);
+      }
+    }
+    for (auto [p, expected] : quiet) {
+      auto lease = models_.try_lease(part_key(p));
+      if (!lease) {
+        last_try_[p] = at;  // another process works it
+        continue;
+      }
+      auto tx = begin();
+      ProjectionState row{part_key(p), Position(through), ProjectionStatus::following, "", 0, now()};
+      if (!tx->save_state_if(row, Position(expected))) {
+        last_try_[p] = at;  // moved elsewhere: the next read of the rows says how
+        continue;
+      }
+      tx->commit();
+      std::lock_guard lock(mu_);
+      parts_[p].stored = std::max(parts_[p].stored, through);
+      parts_[p].status = ProjectionStatus::following;
+      cv_.notify_all();
+    }
   }
 
   bool caught_up_everywhere() {

@@ -580,6 +580,30 @@ TYPED_TEST(Partitions, APartitionHeldBackForFairnessStartsWhenItsTurnComesNotAtT
   EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
 }
 
+// A rebuild resets every partition's row to `rebuilding` at 0; a partition without events never got a
+// worker, so its row stayed so (lag = the head in `projections`) after the rebuild had passed the head.
+TYPED_TEST(Partitions, AfterARebuildPassesTheHeadPartitionsWithoutEventsAreFollowingAtTheHead) {
+  auto head = this->append("only", 5);
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
+                                     quiet({.partitions = 4, .start = StartMode::rebuild}));
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  auto settled = [&] {
+    int rows = 0;
+    for (auto& s : this->h_.models().list_states()) {
+      if (s.key.name != "counts") continue;
+      ++rows;
+      if (s.checkpoint < head || s.status != ProjectionStatus::following) return false;
+    }
+    return rows == 4;
+  };
+  for (int i = 0; i < 500 && !settled(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(settled()) << "every row at the head, following";
+  auto more = this->append("only");
+  ASSERT_EQ(runner.wait_for(more, 30s), WaitResult::reached);
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
+}
+
 #ifdef SOURCED_WITH_POSTGRES
 // Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
 // whole runner for good, and the workers counted failed reads of the log as their partition's failures.
