@@ -1,7 +1,8 @@
 // sourced_bench: the workloads users compare event stores on, with events/s and latency percentiles.
 //
-//   sourced_bench [--store LOCATION] [--seconds S] [--only append|read|memory|ids|subscribe|cqrs|projection|follow]
-//                 [--memory-events N]
+//   sourced_bench [--store LOCATION] [--seconds S]
+//                 [--only append|read|memory|ids|subscribe|cqrs|projection|follow|paced]
+//                 [--memory-events N] [--paced-rate N]
 //
 // Without --store, a fresh SQLite file in a temporary directory (durable settings) is used and removed.
 // Events carry ~200 bytes of JSON data and ~60 of metadata and go to 10,000 streams.
@@ -200,6 +201,32 @@ void bench_read_all(EventStore& store, int readers) {
   if (total != head) throw std::runtime_error(fmt::format("read {} of {} events of $all", total, head));
   fmt::print("| read $all ({} events) | {:>3} readers | {} ev/s | {:.2f} s |\n", head, readers,
              fmt_rate(total / elapsed), elapsed);
+  std::fflush(stdout);
+}
+
+// One writer appending `rate` events/s for `seconds` in batches of `batch`, each batch due at a fixed time
+// from the start (a late batch goes at once, so the rate is kept on average): the load that `sourced read
+// --follow` must keep up with (bench/cli.sh). Prints the rate reached and how late batches were.
+void bench_paced(EventStore& store, double seconds, int rate, int batch_size) {
+  std::mt19937_64 rng(7);
+  std::vector<EventData> batch;
+  for (int i = 0; i < batch_size; ++i) batch.push_back(make_event(rng));
+  auto total = static_cast<std::uint64_t>(seconds * rate);
+  auto start = SteadyClock::now();
+  std::uint64_t done = 0;
+  Latencies late;
+  while (done < total) {
+    auto due = start + std::chrono::duration_cast<SteadyClock::duration>(
+                           std::chrono::duration<double>(static_cast<double>(done) / rate));
+    std::this_thread::sleep_until(due);
+    late.micros.push_back(std::chrono::duration<double, std::micro>(SteadyClock::now() - due).count());
+    store.append(fmt::format("account-{}", rng() % kStreams), ExpectedVersion::any(), batch);
+    done += batch.size();
+  }
+  double elapsed = std::chrono::duration<double>(SteadyClock::now() - start).count();
+  fmt::print(
+      "| paced append, 1 writer, batch {} ({} events, target {} ev/s) | {} ev/s | batch late p50 {} | p99 {} |\n",
+      batch_size, done, rate, fmt_rate(done / elapsed), fmt_us(late.pct(0.5)), fmt_us(late.pct(0.99)));
   std::fflush(stdout);
 }
 
@@ -476,12 +503,15 @@ int main(int argc, char** argv) {
                  "Store location (SQLite path or postgres:// URL); default: a temporary SQLite file");
   app.add_option("--seconds", seconds, "Seconds per timed workload")->capture_default_str();
   app.add_option("--only", only,
-                 "Run only this group: append, read, memory, ids, subscribe, cqrs, projection or follow");
+                 "Run only this group: append, read, memory, ids, subscribe, cqrs, projection, follow or paced");
   double follow_seconds = 10;
   int follow_rate = 10000;
   app.add_option("--follow-seconds", follow_seconds, "For --only follow: seconds of sustained appends")
       ->capture_default_str();
   app.add_option("--follow-rate", follow_rate, "For --only follow: appended events per second")->capture_default_str();
+  int paced_rate = 100000;
+  app.add_option("--paced-rate", paced_rate, "For --only paced: events/s one writer appends (batches of --batch)")
+      ->capture_default_str();
   std::vector<int> cqrs_clients = {1, 16};
   app.add_option("--cqrs-clients", cqrs_clients, "For --only cqrs: concurrent clients")->capture_default_str();
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
@@ -525,6 +555,7 @@ int main(int argc, char** argv) {
     if (only == "cqrs") bench::bench_cqrs(*store, seconds, cqrs_clients);
     if (only == "projection") bench_projection(*store, location, projection_events, projection_batch);
     if (only == "follow") bench::bench_follow(*store, location, follow_seconds, follow_rate);
+    if (only == "paced") bench_paced(*store, seconds, paced_rate, batch_sizes.front());
     if (only == "memory") bench_memory(*store, memory_events ? memory_events : 10'000'000);
     if (only == "ids") {
       for (int threads : {1, 100}) bench_ids(threads, seconds);
