@@ -342,6 +342,44 @@ TYPED_TEST(Projections, ProgressReportsPositionHeadRateAndPrintsLinesWithoutATer
   EXPECT_EQ(text.find('\r'), std::string::npos) << "no bar without a terminal";
 }
 
+TYPED_TEST(Projections, ARebuildDrawsABarWhenAskedAndPrintsLinesWhenTheOutputIsNoTerminal) {
+  auto head = this->append(2000);
+  // Rebuilds from scratch with `display` into a file and returns what was printed.
+  auto rebuild = [&](ProgressDisplay display) {
+    std::FILE* out = std::tmpfile();
+    EXPECT_NE(out, nullptr);
+    auto p = this->h_.projection("counts", [](const RecordedEvent&) { std::this_thread::sleep_for(300us); });
+    ProjectionRunnerOptions o{.start = StartMode::rebuild, .batch_events = 100, .stop_when_caught_up = true};
+    o.progress = display;
+    o.progress_stream = out;
+    o.progress_interval = 100ms;
+    o.log = [](std::string_view) {};
+    ProjectionRunner runner(this->h_.events(), this->h_.models(), std::move(p), o);
+    EXPECT_TRUE(runner.wait_until_stopped(60s));
+    std::rewind(out);
+    std::string text;
+    char buf[4096];
+    while (std::size_t n = std::fread(buf, 1, sizeof buf, out)) text.append(buf, n);
+    std::fclose(out);
+    return text;
+  };
+  std::string bar = rebuild(ProgressDisplay::bar);
+  // Redrawn in place: carriage return, the bar, the line, erase to the end of the line.
+  EXPECT_NE(bar.find("\r[#"), std::string::npos) << bar;
+  EXPECT_NE(bar.find("] projection counts v1 rebuilding: "), std::string::npos) << bar;
+  EXPECT_NE(bar.find("\x1b[K"), std::string::npos) << bar;
+  EXPECT_EQ(bar.find('\n'), bar.size() - 1) << "one line in the end: " << bar;
+  // The bar is cleared before the closing line, which stays.
+  EXPECT_NE(bar.find("\r\x1b[Kprojection counts v1: "), std::string::npos) << bar;
+  EXPECT_NE(bar.find(" at position 2,000 "), std::string::npos) << bar;
+  // automatic into a file (no terminal): lines, no bar.
+  std::string lines = rebuild(ProgressDisplay::automatic);
+  EXPECT_EQ(lines.find('\r'), std::string::npos) << lines;
+  EXPECT_NE(lines.find("projection counts v1 rebuilding: "), std::string::npos) << lines;
+  EXPECT_NE(lines.find(" at position 2,000 "), std::string::npos) << lines;
+  (void)head;
+}
+
 TYPED_TEST(Projections, ARebuildWithoutAClearHookIsRefused) {
   auto p = this->h_.projection("counts");
   p.clear = nullptr;
