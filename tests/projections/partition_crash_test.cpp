@@ -111,6 +111,13 @@ TYPED_TEST(PartitionCrash, TwoProcessesShareThePartitionsAndTheSurvivorOfASigkil
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5 + rng() % 20));
     if (round == 30) {
+      // Both must work partitions before one is killed; on a loaded machine the second process can take
+      // its first one late (it waits its fairness turn), so appends go on until it has, for up to 20 s.
+      for (auto until = std::chrono::steady_clock::now() + 20s;
+           !(a.took_any() && b.took_any()) && std::chrono::steady_clock::now() < until;) {
+        h.events().append("c-" + std::to_string(rng() % 41), ExpectedVersion::any(), {event("E")});
+        std::this_thread::sleep_for(20ms);
+      }
       EXPECT_TRUE(a.took_any() && b.took_any()) << "both processes work partitions\nA:\n"
                                                 << a.output() << "B:\n"
                                                 << b.output();
