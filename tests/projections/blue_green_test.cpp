@@ -5,6 +5,8 @@
 #include "sourced/blue_green.hpp"
 
 #include <atomic>
+#include <functional>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -56,6 +58,67 @@ struct StopThreads {
   }
 };
 
+// A reader querying the stable name `counts` throughout a switch, as an application's reads would, in a
+// thread of its own: every answer must be one whole version (1 or 2), show at least `floor` events (what
+// the old version showed before the new one began: less is a half-built model) and never fewer than an
+// earlier answer (the model going back). The first answer that breaks this ends it. Stopped and joined
+// when it goes, also after a failed ASSERT.
+class CountsReader {
+ public:
+  template <class Models>
+  CountsReader(Models& models, long floor)
+      : thread_([this, &models, floor](std::stop_token stop) {
+          run(
+              stop, [&models] { return read_counts(models); }, floor);
+        }) {}
+
+  bool failed() const { return failed_; }
+  bool saw(long version) const { return version == 1 ? saw_v1_ : saw_v2_; }
+  // Returns once it has read `n` more times, or failed.
+  void read_on(int n) const {
+    auto until = reads_.load() + n;
+    while (reads_.load() < until && !failed_) std::this_thread::sleep_for(1ms);
+  }
+  // Stops it; what went wrong, "" when nothing did.
+  std::string stop() {
+    thread_.request_stop();
+    if (thread_.joinable()) thread_.join();
+    return bad_;
+  }
+
+ private:
+  void run(std::stop_token stop, const std::function<CountsModel()>& read, long floor) {
+    long seen = 0;
+    while (!stop.stop_requested()) {
+      try {
+        auto [events, version] = events_and_version(read());
+        if (version != 1 && version != 2) {
+          bad_ = "a read saw version " + std::to_string(version);
+        } else if (events < floor) {
+          bad_ = "version " + std::to_string(version) + " read half-built: " + std::to_string(events) + " events";
+        } else if (events < seen) {
+          bad_ = "version " + std::to_string(version) + " showed " + std::to_string(events) + " events after " +
+                 std::to_string(seen) + " were shown";
+        }
+        seen = std::max(seen, events);
+        (version == 1 ? saw_v1_ : saw_v2_) = true;
+        ++reads_;
+      } catch (const std::exception& e) {
+        bad_ = std::string("a read failed: ") + e.what();
+      }
+      if (!bad_.empty()) {
+        failed_ = true;
+        return;
+      }
+    }
+  }
+
+  std::atomic<bool> failed_{false}, saw_v1_{false}, saw_v2_{false};
+  std::atomic<int> reads_{0};
+  std::string bad_;      // written by the thread only, read once it has ended
+  std::jthread thread_;  // last: started once the rest is there
+};
+
 template <class H>
 class BlueGreen : public ::testing::Test {
  protected:
@@ -101,6 +164,33 @@ class BlueGreen : public ::testing::Test {
     }
     return out;
   }
+  // Where a test of a second version starts: `events` events, and version 1 built and switched in by a
+  // runner (with options `o`) that has stopped since. False when the switch did not happen.
+  [[nodiscard]] bool version_1_switched_in(int events, BlueGreenOptions o) {
+    append(events);
+    BlueGreenRunner v1(h_.events(), h_.models(), {counts_version<Tx>(1)}, std::move(o));
+    return v1.wait_until_switched(60s);
+  }
+  // Every state row of `version` is retired, or with `retired` false none is; `partitions` rows when given.
+  void expect_rows(std::uint32_t version, bool retired, std::optional<std::size_t> partitions = std::nullopt) {
+    auto rows = rows_of(version);
+    if (partitions) EXPECT_EQ(rows.size(), *partitions) << "state rows of version " << version;
+    for (const auto& row : rows) {
+      EXPECT_EQ(row.status == ProjectionStatus::retired, retired)
+          << "version " << version << " partition '" << row.key.partition << "'";
+    }
+  }
+  // The old version's tables are dropped in a transaction after the switch's: true once `t` has gone.
+  bool dropped_within_10s(const std::string& t) {
+    auto until = std::chrono::steady_clock::now() + 10s;
+    while (table_exists(t) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    return !table_exists(t);
+  }
+  // Once `runner` has reached `pos` (default: the head), readers see the log as `version` folds it.
+  void expect_shows_the_log(const BlueGreenRunner& runner, long version, std::optional<Position> pos = std::nullopt) {
+    ASSERT_EQ(runner.wait_for(pos ? *pos : h_.events().head_position(), 10s), WaitResult::reached);
+    EXPECT_EQ(read_counts(h_.models()), expected(version));
+  }
   H h_;
   int next_ = 0;
 };
@@ -116,47 +206,18 @@ TYPED_TEST(BlueGreen, TheFirstVersionIsShownOnceCaughtUp) {
   EXPECT_EQ(this->h_.models().active_version("counts"), 1u);
   EXPECT_EQ(read_counts(this->h_.models()), this->expected(1));
   // It follows, and wait_for reads through the stable name.
-  auto pos = this->append(20);
-  EXPECT_EQ(runner.wait_for(pos, 10s), WaitResult::reached);
-  EXPECT_EQ(read_counts(this->h_.models()), this->expected(1));
+  this->expect_shows_the_log(runner, 1, this->append(20));
 }
 
 TYPED_TEST(BlueGreen, ANewVersionBuildsBesideTheOldOneAndASwitchNeverShowsAHalfBuiltModel) {
   using Tx = typename TestFixture::Tx;
   auto& models = this->h_.models();
-  this->append(2000);
-  {
-    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, options());
-    ASSERT_TRUE(v1.wait_until_switched(60s));
-  }
+  ASSERT_TRUE(this->version_1_switched_in(2000, options()));
   const long before = events_and_version(read_counts(models)).first;
   ASSERT_EQ(before, 2000);
 
-  // A reader querying the stable name throughout: every answer is one whole version, at least as far
-  // as the log was when the new version started.
-  std::atomic<bool> stop{false}, saw_v1{false}, saw_v2{false}, failed{false};
-  std::atomic<int> reads{0};
-  std::string bad;  // read once the reader has ended
-  std::jthread reader([&] {
-    while (!stop) {
-      try {
-        auto [events, version] = events_and_version(read_counts(models));
-        if (version != 1 && version != 2) {
-          bad = "a read saw version " + std::to_string(version);
-        } else if (events < before) {
-          bad = "version " + std::to_string(version) + " read half-built: " + std::to_string(events) + " events";
-        }
-        (version == 1 ? saw_v1 : saw_v2) = true;
-        ++reads;
-      } catch (const std::exception& e) {
-        bad = std::string("a read failed: ") + e.what();
-      }
-      if (!bad.empty()) {
-        failed = true;
-        return;
-      }
-    }
-  });
+  // Every answer is one whole version, at least as far as the log was when the new version started.
+  CountsReader reader(models, before);
 
   // Version 2 builds slowly, committing every 50 events into counts_v2.
   BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2, 300)}, options(50));
@@ -181,29 +242,17 @@ TYPED_TEST(BlueGreen, ANewVersionBuildsBesideTheOldOneAndASwitchNeverShowsAHalfB
   EXPECT_EQ(events_and_version(read_counts(models)), std::make_pair(2030L, 1L));
 
   ASSERT_TRUE(v2.wait_until_switched(60s));
-  auto reads_at_switch = reads.load();
-  while (reads.load() < reads_at_switch + 20 && !failed) std::this_thread::sleep_for(1ms);
-  stop = true;
-  reader.join();
-  EXPECT_EQ(bad, "");
-  EXPECT_TRUE(saw_v1);
-  EXPECT_TRUE(saw_v2);
+  reader.read_on(20);
+  EXPECT_EQ(reader.stop(), "");
+  EXPECT_TRUE(reader.saw(1));
+  EXPECT_TRUE(reader.saw(2));
 
   EXPECT_EQ(models.active_version("counts"), 2u);
   EXPECT_EQ(read_counts(models), this->expected(2));
-  auto old = models.load_state({"counts", 1, ""});
-  ASSERT_TRUE(old);
-  EXPECT_EQ(old->status, ProjectionStatus::retired);
-  // Dropped in a transaction after the switch's.
-  auto until_dropped = std::chrono::steady_clock::now() + 10s;
-  while (this->table_exists("counts_v1") && std::chrono::steady_clock::now() < until_dropped) {
-    std::this_thread::sleep_for(1ms);
-  }
-  EXPECT_FALSE(this->table_exists("counts_v1"));
+  this->expect_rows(1, true, 1);
+  EXPECT_TRUE(this->dropped_within_10s("counts_v1"));
   // Version 2 follows after the switch.
-  pos = this->append(10);
-  EXPECT_EQ(v2.wait_for(pos, 10s), WaitResult::reached);
-  EXPECT_EQ(read_counts(models), this->expected(2));
+  this->expect_shows_the_log(v2, 2, this->append(10));
 }
 
 // Appends go on while the new version catches up and is switched in: the old version follows them up to
@@ -215,17 +264,13 @@ TYPED_TEST(BlueGreen, ANewVersionBuildsBesideTheOldOneAndASwitchNeverShowsAHalfB
 TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed) {
   using Tx = typename TestFixture::Tx;
   auto& models = this->h_.models();
-  this->append(1000);
-  {
-    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, options());
-    ASSERT_TRUE(v1.wait_until_switched(60s));
-  }
-  std::atomic<bool> stop{false}, failed{false};
+  ASSERT_TRUE(this->version_1_switched_in(1000, options()));
+  std::atomic<bool> stop{false};
   std::atomic<const BlueGreenRunner*> target{nullptr};
   std::atomic<int> burst_appends{0};
-  std::string bad;  // read once the reader has ended
+  CountsReader reader(models, 1000);
   std::jthread writer([&] {
-    for (int i = 0; !stop && !failed; ++i) {
+    for (int i = 0; !stop && !reader.failed(); ++i) {
       auto* t = target.load();
       bool burst = t && !t->wait_until_switched(0ms) && t->progress().live && burst_appends < 400;
       std::vector<EventData> batch(burst ? 10 : 2, event("E"));
@@ -237,42 +282,20 @@ TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed
       }
     }
   });
-  std::jthread reader([&] {
-    long seen = 0;
-    while (!stop) {
-      try {
-        auto [events, version] = events_and_version(read_counts(models));
-        if (events < seen) {
-          bad = "version " + std::to_string(version) + " showed " + std::to_string(events) + " events after " +
-                std::to_string(seen) + " were shown";
-          failed = true;
-          return;
-        }
-        seen = events;
-      } catch (const std::exception& e) {
-        bad = std::string("a read failed: ") + e.what();
-        failed = true;
-        return;
-      }
-    }
-  });
   // Old and new follow the same appends: the old one commits every 20 ms (or when idle), the new one at
   // its own pace (300 us per event). Batches are large so that in the SQL stores the old version is not
   // held to the new one's pace by per-batch commits (fsync): it runs ahead in the bursts.
   auto o = options(1000);
   BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2, 300)}, o);
-  StopThreads guard{stop, {&writer, &reader}};
+  StopThreads guard{stop, {&writer}};
   target = &v2;
   ASSERT_TRUE(v2.wait_until_switched(60s));
   std::this_thread::sleep_for(100ms);
   stop = true;
   writer.join();
-  reader.join();
-  EXPECT_EQ(bad, "");
+  EXPECT_EQ(reader.stop(), "");
   EXPECT_GT(burst_appends.load(), 0) << "the writer never saw the new version live";
-  auto head = this->h_.events().head_position();
-  ASSERT_EQ(v2.wait_for(head, 10s), WaitResult::reached);
-  EXPECT_EQ(read_counts(models), this->expected(2));
+  this->expect_shows_the_log(v2, 2);
 }
 
 // Another process still runs the old version with a plain runner when the switch retires it: its next
@@ -280,11 +303,7 @@ TYPED_TEST(BlueGreen, UnderAppendsTheSwitchNeverShowsLessThanTheOldVersionShowed
 TYPED_TEST(BlueGreen, AnOldVersionsRunnerElsewhereNeverCommitsOverItsRetiredRow) {
   using Tx = typename TestFixture::Tx;
   auto& models = this->h_.models();
-  this->append(200);
-  {
-    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, options());
-    ASSERT_TRUE(v1.wait_until_switched(60s));
-  }
+  ASSERT_TRUE(this->version_1_switched_in(200, options()));
   auto o = options();
   ProjectionRunner elsewhere(this->h_.events(), models, counts_version<Tx>(1), o.runner);
   ASSERT_EQ(elsewhere.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
@@ -301,8 +320,7 @@ TYPED_TEST(BlueGreen, AnOldVersionsRunnerElsewhereNeverCommitsOverItsRetiredRow)
   ASSERT_TRUE(row);
   EXPECT_EQ(row->status, ProjectionStatus::retired) << "checkpoint " << row->checkpoint.value();
   EXPECT_EQ(row->checkpoint, retired->checkpoint);
-  EXPECT_EQ(v2.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
-  EXPECT_EQ(read_counts(models), this->expected(2));
+  this->expect_shows_the_log(v2, 2);
 }
 
 // A partitioned projection's new version builds in partitions beside the old one, under appends, with a
@@ -312,79 +330,35 @@ TYPED_TEST(BlueGreen, AnOldVersionsRunnerElsewhereNeverCommitsOverItsRetiredRow)
 TYPED_TEST(BlueGreen, APartitionedVersionSwitchesWholeAndRetiresEveryOldPartition) {
   using Tx = typename TestFixture::Tx;
   auto& models = this->h_.models();
-  this->append(1000);
-  {
-    BlueGreenRunner v1(this->h_.events(), models, {counts_version<Tx>(1)}, partitioned());
-    ASSERT_TRUE(v1.wait_until_switched(60s));
-  }
+  ASSERT_TRUE(this->version_1_switched_in(1000, partitioned()));
   ASSERT_EQ(this->rows_of(1).size(), 4u);
   const long before = events_and_version(read_counts(models)).first;
   ASSERT_EQ(before, 1000);
 
-  std::atomic<bool> stop{false}, failed{false}, saw_v1{false}, saw_v2{false};
-  std::atomic<int> reads{0};
-  std::string bad;  // read once the reader has ended
+  std::atomic<bool> stop{false};
+  CountsReader reader(models, before);
   std::jthread writer([&] {
-    for (int i = 0; !stop && !failed; ++i) {
+    for (int i = 0; !stop && !reader.failed(); ++i) {
       this->h_.events().append("w-" + std::to_string(i % 11), ExpectedVersion::any(), {event("E"), event("E")});
       std::this_thread::sleep_for(1ms);
     }
   });
-  std::jthread reader([&] {
-    long seen = 0;
-    while (!stop) {
-      try {
-        auto [events, version] = events_and_version(read_counts(models));
-        if (version != 1 && version != 2) {
-          bad = "a read saw version " + std::to_string(version);
-        } else if (events < before) {
-          bad = "version " + std::to_string(version) + " read half-built: " + std::to_string(events) + " events";
-        } else if (events < seen) {
-          bad = "version " + std::to_string(version) + " showed " + std::to_string(events) + " events after " +
-                std::to_string(seen) + " were shown";
-        }
-        seen = std::max(seen, events);
-        (version == 1 ? saw_v1 : saw_v2) = true;
-        ++reads;
-      } catch (const std::exception& e) {
-        bad = std::string("a read failed: ") + e.what();
-      }
-      if (!bad.empty()) {
-        failed = true;
-        return;
-      }
-    }
-  });
 
   BlueGreenRunner v2(this->h_.events(), models, {counts_version<Tx>(1), counts_version<Tx>(2, 200)}, partitioned(25));
-  StopThreads guard{stop, {&writer, &reader}};
+  StopThreads guard{stop, {&writer}};
   ASSERT_TRUE(v2.wait_until_switched(60s));
-  auto reads_at_switch = reads.load();
-  while (reads.load() < reads_at_switch + 20 && !failed) std::this_thread::sleep_for(1ms);
+  reader.read_on(20);
   stop = true;
   writer.join();
-  reader.join();
-  EXPECT_EQ(bad, "");
-  EXPECT_TRUE(saw_v1);
-  EXPECT_TRUE(saw_v2);
+  EXPECT_EQ(reader.stop(), "");
+  EXPECT_TRUE(reader.saw(1));
+  EXPECT_TRUE(reader.saw(2));
 
   EXPECT_EQ(models.active_version("counts"), 2u);
-  auto old = this->rows_of(1);
-  EXPECT_EQ(old.size(), 4u);
-  for (const auto& row : old) {
-    EXPECT_EQ(row.status, ProjectionStatus::retired) << "partition " << row.key.partition;
-  }
-  auto head = this->h_.events().head_position();
-  ASSERT_EQ(v2.wait_for(head, 10s), WaitResult::reached);
-  EXPECT_EQ(read_counts(models), this->expected(2));
-  auto now = this->rows_of(2);
-  EXPECT_EQ(now.size(), 4u);
-  for (const auto& row : now) EXPECT_NE(row.status, ProjectionStatus::retired) << "partition " << row.key.partition;
-  auto until_dropped = std::chrono::steady_clock::now() + 10s;
-  while (this->table_exists("counts_v1") && std::chrono::steady_clock::now() < until_dropped) {
-    std::this_thread::sleep_for(1ms);
-  }
-  EXPECT_FALSE(this->table_exists("counts_v1"));
+  this->expect_rows(1, true, 4);
+  this->expect_shows_the_log(v2, 2);
+  this->expect_rows(2, false, 4);
+  EXPECT_TRUE(this->dropped_within_10s("counts_v1"));
 }
 
 // Another process (here: another runner on the same read-model store, sharing the partitions' leases) runs
@@ -406,13 +380,9 @@ TYPED_TEST(BlueGreen, AProcessRunningTheOldPartitionedVersionNoticesTheSwitchAnd
   EXPECT_EQ(elsewhere.active_version(), 2u) << "the process running version 1 did not notice the switch";
   EXPECT_EQ(elsewhere.progress().status, ProjectionStatus::stopped);
   std::this_thread::sleep_for(200ms);
-  for (const auto& row : this->rows_of(1)) {
-    EXPECT_EQ(row.status, ProjectionStatus::retired) << "partition " << row.key.partition;
-  }
-  ASSERT_EQ(v2.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
-  EXPECT_EQ(read_counts(models), this->expected(2));
+  this->expect_rows(1, true);
+  this->expect_shows_the_log(v2, 2);
 }
-
 TYPED_TEST(BlueGreen, ARestartRunsTheActiveVersionAndAnOlderTargetIsRefused) {
   using Tx = typename TestFixture::Tx;
   this->append(100);
