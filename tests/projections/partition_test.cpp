@@ -2,6 +2,7 @@
 // (its error row, retry, skip), idle workers that end and start again, the fence and the leases the
 // partitions rest on, and a model-based random test of the partition scheduling.
 
+#include <functional>
 #include <iostream>
 #include <random>
 #include <set>
@@ -23,6 +24,15 @@ PartitionedRunnerOptions quiet(PartitionedRunnerOptions o = {}) {
   o.retry_initial = 5ms;
   o.takeover_interval = 100ms;
   return o;
+}
+
+// One attempt, and batches that end only at 1000 events: a failing event is met in a batch that holds the
+// good events before it.
+PartitionedRunnerOptions one_attempt_long_batches(std::uint32_t partitions) {
+  return quiet({.partitions = partitions,
+                .batch_events = 1000,
+                .batch_interval = std::chrono::milliseconds(60000),
+                .max_attempts = 1});
 }
 
 // The clean-pass model without the events at `skipped` positions.
@@ -56,6 +66,30 @@ class Partitions : public ::testing::Test {
     Position last;
     for (int i = 0; i < n; ++i) last = append("s-" + std::to_string(i % streams));
     return last;
+  }
+
+  // The partition `key` stopped, failed, just before the event at `bad` (the events up to `good` committed),
+  // with one unresolved error row naming it, which `check` looks at further. Then the event is skipped and
+  // `partitions` partitions run again to `head`: the model is the clean pass without that one event.
+  void expect_stopped_just_before_then_skip(const ProjectionKey& key, Position good, Position bad, Position head,
+                                            std::uint32_t partitions,
+                                            const std::function<void(const ProjectionError&)>& check) {
+    auto state = h_.models().load_state(key);
+    ASSERT_TRUE(state);
+    EXPECT_EQ(state->status, ProjectionStatus::failed);
+    EXPECT_GE(state->checkpoint, good) << "the events before the failing one are committed";
+    EXPECT_LT(state->checkpoint, bad);
+    auto errors = h_.models().list_errors("counts");
+    ASSERT_EQ(errors.size(), 1u);
+    EXPECT_EQ(errors[0].position, bad);
+    EXPECT_EQ(errors[0].resolution, "");
+    check(errors[0]);
+    EXPECT_EQ(skip_partition_event(h_.models(), key).position, bad);
+    PartitionedProjectionRunner runner(h_.events(), h_.models(), h_.projection("counts"),
+                                       quiet({.partitions = partitions}));
+    ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+    runner.stop();
+    EXPECT_EQ(h_.model("counts"), fold_without(h_.events(), {bad.value()})) << "only the skipped event is missing";
   }
 
   H h_;
@@ -234,28 +268,10 @@ TYPED_TEST(Partitions, WithOneAttemptTheEventsBeforeTheFailingOneInItsBatchAreKe
                                                            [&](const RecordedEvent& e) {
                                                              if (e.position == bad) throw std::runtime_error("no");
                                                            }),
-                                       quiet({.partitions = 3,
-                                              .batch_events = 1000,
-                                              .batch_interval = std::chrono::milliseconds(60000),
-                                              .max_attempts = 1}));
+                                       one_attempt_long_batches(3));
     EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::stopped);
   }
-  auto state = this->h_.models().load_state(key);
-  ASSERT_TRUE(state);
-  EXPECT_EQ(state->status, ProjectionStatus::failed);
-  EXPECT_GE(state->checkpoint, good) << "the events before the failing one are committed";
-  EXPECT_LT(state->checkpoint, bad);
-  auto errors = this->h_.models().list_errors("counts");
-  ASSERT_EQ(errors.size(), 1u);
-  EXPECT_EQ(errors[0].position, bad);
-  EXPECT_EQ(errors[0].resolution, "");
-  EXPECT_EQ(skip_partition_event(this->h_.models(), key).position, bad);
-  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
-                                     quiet({.partitions = 3}));
-  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
-  runner.stop();
-  EXPECT_EQ(this->h_.model("counts"), fold_without(this->h_.events(), {bad.value()}))
-      << "only the skipped event is missing";
+  this->expect_stopped_just_before_then_skip(key, good, bad, head, 3, [](const ProjectionError&) {});
 }
 
 // PP-1 for a failed commit: a batch of several events whose end_batch (or commit) fails names no event; its
@@ -278,29 +294,13 @@ TYPED_TEST(Partitions, AFailedCommitOfSeveralEventsIsNarrowedToTheEventThatFails
     p.end_batch = [&](auto&) {
       if (holds_bad) throw std::runtime_error("the batch breaks a rule");
     };
-    PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), std::move(p),
-                                       quiet({.partitions = 1,
-                                              .batch_events = 1000,
-                                              .batch_interval = std::chrono::milliseconds(60000),
-                                              .max_attempts = 1}));
+    PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), std::move(p), one_attempt_long_batches(1));
     EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::stopped);
   }
-  auto state = this->h_.models().load_state(key);
-  ASSERT_TRUE(state);
-  EXPECT_EQ(state->status, ProjectionStatus::failed);
-  EXPECT_GE(state->checkpoint, good);
-  EXPECT_LT(state->checkpoint, bad);
-  auto errors = this->h_.models().list_errors("counts");
-  ASSERT_EQ(errors.size(), 1u);
-  EXPECT_EQ(errors[0].position, bad);
-  EXPECT_EQ(errors[0].event_id, bad_event.id.to_string());
-  EXPECT_NE(errors[0].message.find("the batch breaks a rule"), std::string::npos) << errors[0].message;
-  EXPECT_EQ(skip_partition_event(this->h_.models(), key).position, bad);
-  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"),
-                                     quiet({.partitions = 1}));
-  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
-  runner.stop();
-  EXPECT_EQ(this->h_.model("counts"), fold_without(this->h_.events(), {bad.value()}));
+  this->expect_stopped_just_before_then_skip(key, good, bad, head, 1, [&](const ProjectionError& error) {
+    EXPECT_EQ(error.event_id, bad_event.id.to_string());
+    EXPECT_NE(error.message.find("the batch breaks a rule"), std::string::npos) << error.message;
+  });
 }
 
 TYPED_TEST(Partitions, IdleWorkersEndAndStartAgainWhenEventsArrive) {

@@ -200,13 +200,10 @@ class SqliteRegistry final : public SubscriptionRegistry {
     validate_subscription_config(
         {.name = std::string(name), .max_in_flight = max_in_flight, .max_attempts = max_attempts});
     refuse_if_read_only(name, "updated");
-    host_.write([&](Connection& c, bool& writing) {
-      auto id = find_id(c, name);
-      if (!id) throw SubscriptionNotFound(std::string(name));
-      writing = true;
+    write_subscription(name, 0, [&](Connection& c, std::int64_t id) {
       ScopedStatement st =
           c.prepare("UPDATE subscriptions SET max_in_flight = ?2, max_attempts = ?3, updated_at = ?4 WHERE id = ?1");
-      st->bind(1, *id).bind(2, max_in_flight).bind(3, max_attempts).bind(4, to_micros(now()));
+      st->bind(1, id).bind(2, max_in_flight).bind(3, max_attempts).bind(4, to_micros(now()));
       st->run();
     });
   }
@@ -243,18 +240,12 @@ class SqliteRegistry final : public SubscriptionRegistry {
     validate_progress(progress);
     refuse_if_read_only(name, "written");
     Timestamp ts = now();
-    host_.write([&](Connection& c, bool& writing) {
-      auto id = find_id(c, name);
-      // Another id: the consumer's subscription was deleted (and one of the same name created).
-      if (!id || (progress.subscription_id != 0 && *id != i64(progress.subscription_id))) {
-        throw SubscriptionNotFound(std::string(name));
-      }
-      writing = true;
+    write_subscription(name, progress.subscription_id, [&](Connection& c, std::int64_t id) {
       {
         ScopedStatement st = c.prepare("DELETE FROM subscription_parked WHERE subscription_id = ?1 AND key = ?2");
         for (auto key : progress.unparked) {
           st->reset();
-          st->bind(1, *id).bind(2, i64(key)).run();
+          st->bind(1, id).bind(2, i64(key)).run();
         }
       }
       {
@@ -264,7 +255,7 @@ class SqliteRegistry final : public SubscriptionRegistry {
         for (const auto& reported : progress.newly_parked) {
           ParkedEvent p = parked_as_stored(reported, ts);
           st->reset();
-          st->bind(1, *id).bind(2, i64(p.key)).bind(3, i64(p.position.value())).bind_text(4, p.stream);
+          st->bind(1, id).bind(2, i64(p.key)).bind(3, i64(p.position.value())).bind_text(4, p.stream);
           st->bind(5, i64(p.version.value())).bind_blob(6, p.event_id.bytes().data(), 16).bind_text(7, p.type);
           st->bind(8, p.attempts).bind_text(9, p.error).bind(10, to_micros(p.parked_at));
           st->run();
@@ -273,7 +264,7 @@ class SqliteRegistry final : public SubscriptionRegistry {
       ScopedStatement st = c.prepare(
           "UPDATE subscriptions SET checkpoint = max(checkpoint, ?2), in_flight = ?3, "
           "last_error = coalesce(?4, last_error), updated_at = ?5 WHERE id = ?1");
-      st->bind(1, *id).bind(2, i64(progress.checkpoint)).bind(3, i64(progress.in_flight));
+      st->bind(1, id).bind(2, i64(progress.checkpoint)).bind(3, i64(progress.in_flight));
       if (progress.last_error) st->bind_text(4, *progress.last_error);
       st->bind(5, to_micros(ts));
       st->run();
@@ -320,22 +311,19 @@ class SqliteRegistry final : public SubscriptionRegistry {
     validate_subscription_name(name);
     refuse_if_read_only(name, "written");
     std::uint64_t count = 0;
-    host_.write([&](Connection& c, bool& writing) {
-      auto id = find_id(c, name);
-      if (!id) throw SubscriptionNotFound(std::string(name));
-      writing = true;
+    write_subscription(name, 0, [&](Connection& c, std::int64_t id) {
       {
         ScopedStatement st =
             c.prepare("UPDATE subscription_parked SET replay_requested = 1 WHERE subscription_id = ?1");
-        st->bind(1, *id).run();
+        st->bind(1, id).run();
       }
       {
         ScopedStatement st = c.prepare("SELECT count(*) FROM subscription_parked WHERE subscription_id = ?1");
-        st->bind(1, *id).step();
+        st->bind(1, id).step();
         count = u64(st->int64(0));
       }
       ScopedStatement st = c.prepare("UPDATE subscriptions SET updated_at = ?2 WHERE id = ?1");
-      st->bind(1, *id).bind(2, to_micros(now())).run();
+      st->bind(1, id).bind(2, to_micros(now())).run();
     });
     return count;
   }
@@ -382,6 +370,20 @@ class SqliteRegistry final : public SubscriptionRegistry {
 
  private:
   bool has_tables() const { return host_.schema_version >= kRegistrySchemaVersion; }
+
+  // Runs `work` in a write group on the row of subscription `name`, looked up inside the group (a group may
+  // run `work` again after another request broke it, and the row may have gone meanwhile): no row, or with
+  // `expected_id` not 0 a row of another id (the consumer's subscription was deleted and one of the same
+  // name created), is SubscriptionNotFound before anything is written.
+  void write_subscription(std::string_view name, std::uint64_t expected_id,
+                          const std::function<void(Connection&, std::int64_t id)>& work) {
+    host_.write([&](Connection& c, bool& writing) {
+      auto id = find_id(c, name);
+      if (!id || (expected_id != 0 && *id != i64(expected_id))) throw SubscriptionNotFound(std::string(name));
+      writing = true;
+      work(c, *id);
+    });
+  }
 
   void refuse_if_read_only(std::string_view name, std::string_view what) const {
     if (host_.read_only) {
