@@ -12,6 +12,7 @@
 
 #include "sourced/subscription_registry.hpp"
 #include "store/engines.hpp"
+#include "store/sqlite_v1.hpp"
 
 namespace sourced::testing {
 namespace {
@@ -50,50 +51,18 @@ TEST(SqliteStore, RefusesAFileWithANewerSchema) {
   }
 }
 
-// A store as version 1 of the schema wrote it (the DDL of migration 1, before content types), holding
-// one event of stream "old".
-void write_version_1_store(const std::string& path) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  const char* sql = R"sql(
-    PRAGMA journal_mode=WAL;
-    CREATE TABLE streams (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-      hidden_through INTEGER NOT NULL DEFAULT 0, tombstoned INTEGER NOT NULL DEFAULT 0,
-      created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-    CREATE TABLE events (position INTEGER PRIMARY KEY, stream_id INTEGER NOT NULL REFERENCES streams(id),
-      version INTEGER NOT NULL, id BLOB NOT NULL, type TEXT NOT NULL, data BLOB NOT NULL, metadata BLOB NOT NULL,
-      correlation_id BLOB, causation_id BLOB, created_at INTEGER NOT NULL);
-    CREATE UNIQUE INDEX events_by_stream ON events(stream_id, version);
-    CREATE UNIQUE INDEX events_by_id ON events(id);
+// A version-1 store holding one event of stream "old".
+void write_version_1_store_of_one_event(const std::string& path) {
+  write_version_1_store(path, R"sql(
     INSERT INTO streams VALUES (1, 'old', 0, 0, 1000, 1000);
     INSERT INTO events VALUES (1, 1, 1, x'0123456789abcdef0123456789abcdef', 'Old', '{"a":1}', '{}', NULL, NULL, 1000);
-    PRAGMA user_version = 1;
-    PRAGMA application_id = 1397900100;
-  )sql";
-  char* error = nullptr;
-  int rc = sqlite3_exec(db, sql, nullptr, nullptr, &error);
-  std::string message = error ? error : "";
-  sqlite3_free(error);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << message;
-}
-
-int user_version(const std::string& path) {
-  sqlite3* db = nullptr;
-  sqlite3_open(path.c_str(), &db);
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
-  sqlite3_step(st);
-  int v = sqlite3_column_int(st, 0);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return v;
+  )sql");
 }
 
 TEST(SqliteStore, AVersion1FileIsReadReadOnlyAsItIsWithItsEventsOfUnknownContentType) {
   TempDir dir;
   auto path = (dir.path() / "events.db").string();
-  write_version_1_store(path);
+  write_version_1_store_of_one_event(path);
   SqliteOptions ro;
   ro.read_only = true;
   auto store = open_sqlite_store(path, ro);
@@ -113,7 +82,7 @@ TEST(SqliteStore, AVersion1FileIsReadReadOnlyAsItIsWithItsEventsOfUnknownContent
 TEST(SqliteStore, OpeningAVersion1FileForWritingMigratesItAndKeepsItsEvents) {
   TempDir dir;
   auto path = (dir.path() / "events.db").string();
-  write_version_1_store(path);
+  write_version_1_store_of_one_event(path);
   {
     auto store = open_sqlite_store(path);
     EventData e = event("New");
@@ -131,7 +100,7 @@ TEST(SqliteStore, OpeningAVersion1FileForWritingMigratesItAndKeepsItsEvents) {
 TEST(SqliteStore, AnOlderFileOpenedReadOnlyHasNoSubscriptionsAndRefusesToCreateThem) {
   TempDir dir;
   auto path = (dir.path() / "events.db").string();
-  write_version_1_store(path);
+  write_version_1_store_of_one_event(path);
   SqliteOptions ro;
   ro.read_only = true;
   auto store = open_sqlite_store(path, ro);
@@ -152,7 +121,7 @@ TEST(SqliteStore, AnOlderFileOpenedReadOnlyHasNoSubscriptionsAndRefusesToCreateT
 TEST(SqliteStore, OpeningAnOlderFileForWritingAddsTheSubscriptionTables) {
   TempDir dir;
   auto path = (dir.path() / "events.db").string();
-  write_version_1_store(path);
+  write_version_1_store_of_one_event(path);
   auto store = open_sqlite_store(path);
   PersistentSubscriptionConfig c;
   c.name = "s";

@@ -13,6 +13,7 @@
 #include "sourced/event_handler.hpp"
 #include "sourced/sqlite_store.hpp"
 #include "store/engines.hpp"
+#include "store/sqlite_v1.hpp"
 
 namespace sourced::testing {
 namespace {
@@ -589,6 +590,87 @@ TEST_F(Cli, AppendsSayWhetherTheyAreJsonAndReadsTrustWhatWasSaid) {
   ASSERT_NE(second, std::string::npos);
   EXPECT_NE(out.substr(0, second).find("\"data\":" + deep), std::string::npos) << "json is printed unchecked";
   EXPECT_NE(out.substr(second).find("\"data_base64\":"), std::string::npos) << "unknown is checked";
+}
+
+// A store written before content types existed (schema version 1; also one made before the file carried
+// its application id): the read commands open it read-only, so they leave it as it is, and print its events,
+// all of unknown content type, as any: the JSON ones as JSON, the rest losslessly as base64. The first
+// command that writes migrates it, and its old events print as before.
+TEST_F(Cli, AStoreWrittenBeforeContentTypesIsReadAsItIsAndMigratedByTheFirstWrite) {
+  const std::string rows = R"sql(
+    INSERT INTO streams VALUES (1, 'account-1', 0, 0, 1700000000000000, 1700000000000002);
+    INSERT INTO streams VALUES (2, 'gone', 1, 0, 1700000000000003, 1700000000000004);
+    INSERT INTO events VALUES (1, 1, 1, x'0123456789abcdef0123456789abcdef', 'Opened', '{"owner":"Ada"}',
+      '{"user":"x"}', x'00112233445566778899aabbccddeeff', NULL, 1700000000000000);
+    INSERT INTO events VALUES (2, 1, 2, x'1123456789abcdef0123456789abcdef', 'Noted', 'hello', '', NULL, NULL,
+      1700000000000001);
+    INSERT INTO events VALUES (3, 1, 3, x'2123456789abcdef0123456789abcdef', 'Raw', x'fffe00', x'80', NULL, NULL,
+      1700000000000002);
+    INSERT INTO events VALUES (4, 2, 1, x'3123456789abcdef0123456789abcdef', 'Closed', '[1,2]', '{}', NULL, NULL,
+      1700000000000003);
+  )sql";
+  for (bool application_id : {true, false}) {
+    SCOPED_TRACE(application_id ? "a version-1 store" : "a version-1 store without an application id");
+    store_ = (dir_.path() / (application_id ? "v1.db" : "v1-no-id.db")).string();
+    write_version_1_store(store_, rows, application_id);
+    ASSERT_FALSE(::testing::Test::HasFatalFailure());
+    const std::string before = slurp(store_);
+
+    auto r = run({"info", "account-1"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto info = json::parse(r.out);
+    EXPECT_EQ(info["status"], "active");
+    EXPECT_EQ(info["last_version"], 3);
+    EXPECT_EQ(info["event_count"], 3);
+    EXPECT_EQ(info["created_at"], "2023-11-14T22:13:20.000000Z");
+    info = json::parse(run({"info", "gone"}).out);
+    EXPECT_EQ(info["status"], "soft_deleted") << "hidden_through 1 of 1";
+    EXPECT_EQ(info["last_version"], 1);
+    EXPECT_EQ(info["event_count"], 0);
+
+    r = run({"read", "account-1"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto lines = r.lines();
+    ASSERT_EQ(lines.size(), 3u) << r.out;
+    EXPECT_EQ(lines[0]["id"], "01234567-89ab-cdef-0123-456789abcdef");
+    EXPECT_EQ(lines[0]["type"], "Opened");
+    EXPECT_EQ(lines[0]["data"], json::parse(R"({"owner":"Ada"})")) << "JSON of unknown content type is JSON";
+    EXPECT_EQ(lines[0]["metadata"], json::parse(R"({"user":"x"})"));
+    EXPECT_EQ(lines[0]["correlation_id"], "00112233-4455-6677-8899-aabbccddeeff");
+    EXPECT_EQ(lines[0]["created_at"], "2023-11-14T22:13:20.000000Z");
+    EXPECT_EQ(base64_decode(lines[1]["data_base64"]), "hello");
+    EXPECT_FALSE(lines[1].contains("metadata")) << "no bytes, no field";
+    EXPECT_EQ(base64_decode(lines[2]["data_base64"]), std::string("\xff\xfe\0", 3));
+    EXPECT_EQ(base64_decode(lines[2]["metadata_base64"]), "\x80");
+    EXPECT_EQ(lines[2]["created_at"], "2023-11-14T22:13:20.000002Z");
+    EXPECT_EQ(run({"read", "gone"}).code, 4) << "soft-deleted";
+    r = run({"read", "$all"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    lines = r.lines();
+    ASSERT_EQ(lines.size(), 4u) << r.out;
+    EXPECT_EQ(lines[3]["stream"], "gone");
+    EXPECT_EQ(lines[3]["data"], json::parse("[1,2]"));
+    EXPECT_EQ(json::parse(run({"stats"}).out)["head_position"], 4);
+    r = run({"subscriptions"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "") << "a version-1 store has no subscriptions";
+
+    EXPECT_EQ(user_version(store_), 1) << "a read-only command migrated the store";
+    EXPECT_EQ(slurp(store_), before) << "a read-only command changed the file";
+
+    // The first write migrates it (to the engine's current version: 3 since the subscription tables).
+    r = run({"append", "account-1", "--type", "Renamed", "--data", R"({"owner":"Ada L."})", "--expected", "3"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out)["last_position"], 5);
+    EXPECT_EQ(user_version(store_), 3);
+    lines = run({"read", "account-1"}).lines();
+    ASSERT_EQ(lines.size(), 4u);
+    EXPECT_EQ(lines[0]["data"], json::parse(R"({"owner":"Ada"})"));
+    EXPECT_EQ(base64_decode(lines[1]["data_base64"]), "hello");
+    EXPECT_EQ(base64_decode(lines[2]["data_base64"]), std::string("\xff\xfe\0", 3));
+    EXPECT_EQ(lines[3]["data"], json::parse(R"({"owner":"Ada L."})"));
+    EXPECT_EQ(json::parse(run({"info", "account-1"}).out)["last_version"], 4);
+  }
 }
 
 TEST_F(Cli, ExitCodesForBadNumbersAndUrls) {
