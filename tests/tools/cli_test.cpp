@@ -117,11 +117,28 @@ TEST_F(Cli, ASqliteCommandDoesNotLoadLibpq) {
   prefix_ = "LD_DEBUG=files ";
   auto r = run({"append", "s-1", "--type", "T"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("libsqlite3"), std::string::npos) << "LD_DEBUG=files printed nothing?\n" << r.err;
+  EXPECT_NE(r.err.find("libc.so"), std::string::npos) << "LD_DEBUG=files printed nothing?\n" << r.err;
   EXPECT_EQ(r.err.find("libpq"), std::string::npos)
       << "the tool loads libpq: the PostgreSQL engine calls a libpq function missing from "
          "tools/sourced/lazy_libpq.cpp (`readelf -d` on the binary lists libpq); add it there";
 }
+
+#ifdef SOURCED_STATIC_CLI
+// Built with SOURCED_STATIC_CLI (the default), the tool carries the C++ runtime, SQLite and fmt, so a
+// one-shot command does not pay the dynamic loader for them (tools/sourced/CMakeLists.txt).
+TEST_F(Cli, ASqliteCommandLoadsOnlyTheCLibraries) {
+  prefix_ = "LD_DEBUG=files ";
+  auto r = run({"append", "s-1", "--type", "T"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_NE(r.err.find("libc.so"), std::string::npos) << "LD_DEBUG=files printed nothing?\n" << r.err;
+  for (const char* lib : {"libsqlite3", "libstdc++", "libfmt", "libgcc_s"}) {
+    EXPECT_EQ(r.err.find(lib), std::string::npos)
+        << "the tool loads " << lib << " (`readelf -d` on the binary lists it): for fmt, a symbol is "
+        << "missing from tools/sourced/fmt_runtime.cpp\n"
+        << r.err;
+  }
+}
+#endif
 
 TEST_F(Cli, AppendsJsonLinesFromStdinAtomically) {
   std::string id = Uuid::v4().to_string(), corr = Uuid::v4().to_string();
