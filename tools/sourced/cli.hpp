@@ -25,7 +25,7 @@ enum ExitCode : int {
 // ~10 µs, and an append from stdin touches its events' bytes several times over (the events, SQLite's page
 // cache): 100,000 events took ~55,000 faults, about half of the command's time. A huge page faults once per
 // 2 MiB, but zeroes all of it: a short command touching little memory gains nothing, so `append` calls this
-// once its input has filled a first chunk. Call while the process has one thread (it sets malloc options).
+// once it has read 64 KiB of input. Call while the process has one thread (it sets malloc options).
 void use_huge_pages_for_heap();
 
 int run(int argc, const char* const* argv, std::istream& in, std::ostream& out, std::ostream& err);
