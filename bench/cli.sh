@@ -49,6 +49,9 @@ store="$dir/bench.db"
 echo "sourced CLI ($cli), $n events of ~$(($(wc -c < "$dir/in.jsonl") / n)) bytes per input line, SQLite"
 s=$(best 2 sh -c "rm -f '$store'*; '$cli' --store '$store' append bench-1 < '$dir/in.jsonl' > /dev/null")
 echo "| sourced append (stdin, one process) | $(rate "$n" "$s") |"
+if [ -x "$bench" ]; then  # the library's own append beside it (its events: ~100 bytes of JSON data)
+  "$bench" --only append --writers 1 --batch 1000 --seconds 2 | grep '^| append' | sed 's/^| append/| library append (1 writer, batches of 1,000)/'
+fi
 reads() {
   s=$(best 3 sh -c "'$cli' --store '$store' read '\$all' > /dev/null")
   echo "| sourced read \$all (JSON lines), $1 | $(rate "$n" "$s") |"
@@ -84,6 +87,9 @@ floor_bin=${SOURCED_APPEND_FLOOR:-./build/bench/sourced_append_floor}
 if [ -x "$floor_bin" ]; then
   s=$(timed sh -c "for i in \$(seq 1 100); do '$floor_bin' '$dir/floor.db' s-\$i < '$dir/k1.jsonl' || exit 1; done")
   echo "| floor: 100 sourced_append_floor processes x 1,000 lines | $(rate 100000 "$s"), $(python3 -c "print(f'{$s * 10:.1f} ms per process')") |"
+  # The same with the heap on huge pages (glibc's own tunable), as `sourced append` puts it past 64 KiB.
+  s=$(timed sh -c "for i in \$(seq 1 100); do GLIBC_TUNABLES=glibc.malloc.hugetlb=1 '$floor_bin' '$dir/floor.db' h-\$i < '$dir/k1.jsonl' || exit 1; done")
+  echo "| floor, heap on huge pages | $(rate 100000 "$s"), $(python3 -c "print(f'{$s * 10:.1f} ms per process')") |"
   s=$(timed sh -c "for i in \$(seq 1 100); do /bin/true; done")
   echo "| floor: 100 /bin/true processes | $(python3 -c "print(f'{$s * 10:.1f} ms per process')") |"
 fi
