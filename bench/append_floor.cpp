@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
     // Time-ordered ids, as the CLI's (UUIDv7): milliseconds first, then a counter, so the unique index
     // on id grows at its right edge as the store's does. Random ids would dirty a page per insert.
     {
-      unsigned long long ms = static_cast<unsigned long long>(t0 / 1000), seq = static_cast<unsigned long long>(version);
+      unsigned long long ms = static_cast<unsigned long long>(t0 / 1000),
+                         seq = static_cast<unsigned long long>(version);
       for (int b = 0; b < 6; ++b) id[b] = static_cast<unsigned char>(ms >> (40 - 8 * b));
       for (int b = 0; b < 8; ++b) id[6 + b] = static_cast<unsigned char>(seq >> (56 - 8 * b));
       sqlite3_randomness(2, id + 14);
