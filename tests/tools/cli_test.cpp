@@ -1,5 +1,6 @@
 // The `sourced` binary, run as a user would: arguments, stdin, stdout, stderr and exit codes.
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -575,6 +576,93 @@ TEST_F(Cli, EventsThatAreNotJsonPrintLosslesslyAndNeverStopARead) {
   EXPECT_EQ(first.id.to_string(), lines[0]["id"]);
   EXPECT_EQ(first.data, bad);
   EXPECT_EQ(first.metadata, "\x80");
+}
+
+// The lines of `read`, byte for byte, against lines built here from the stored events: every field, the
+// escapes, payloads printed as given or as base64, and lines that cross or exceed the output buffer
+// (256 KiB; read_command.cpp writes lines in place, a line longer than the buffer gets one of its own).
+TEST_F(Cli, ReadPrintsExactlyTheseBytesForEveryKindOfEvent) {
+  auto json_line = [](const RecordedEvent& e) {
+    std::string s = "{\"stream\":" + json(e.stream).dump() + ",\"version\":" + std::to_string(e.version.value()) +
+                    ",\"position\":" + std::to_string(e.position.value()) + ",\"id\":\"" + e.id.to_string() +
+                    "\",\"type\":" + json(e.type).dump();
+    auto payload = [&](const std::string& name, const std::string& bytes) {
+      if (bytes.empty()) return;
+      if (e.content_type == ContentType::json || json::accept(bytes)) {
+        std::string one_line = bytes;
+        for (char& c : one_line) c = c == '\n' || c == '\r' ? ' ' : c;
+        s += ",\"" + name + "\":" + one_line;
+      } else {
+        std::string b64;
+        static const char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (std::size_t i = 0; i < bytes.size(); i += 3) {
+          std::uint32_t v = static_cast<unsigned char>(bytes[i]) << 16;
+          if (i + 1 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
+          if (i + 2 < bytes.size()) v |= static_cast<unsigned char>(bytes[i + 2]);
+          b64 += kAlphabet[v >> 18];
+          b64 += kAlphabet[v >> 12 & 63];
+          b64 += i + 1 < bytes.size() ? kAlphabet[v >> 6 & 63] : '=';
+          b64 += i + 2 < bytes.size() ? kAlphabet[v & 63] : '=';
+        }
+        s += ",\"" + name + "_base64\":\"" + b64 + "\"";
+      }
+    };
+    payload("data", e.data);
+    payload("metadata", e.metadata);
+    s += ",\"created_at\":\"" + format_timestamp(e.created_at) + "\"";
+    if (e.correlation_id) s += ",\"correlation_id\":\"" + e.correlation_id->to_string() + "\"";
+    if (e.causation_id) s += ",\"causation_id\":\"" + e.causation_id->to_string() + "\"";
+    return s + "}\n";
+  };
+  auto text_line = [](const RecordedEvent& e) {
+    std::string pos = std::to_string(e.position.value());
+    std::string data = e.data;
+    for (char& c : data) c = c == '\n' || c == '\r' ? ' ' : c;
+    return "#" + pos + std::string(pos.size() < 8 ? 8 - pos.size() : 0, ' ') + " " + e.stream + "@" +
+           std::to_string(e.version.value()) + " " + e.type + " " + format_timestamp(e.created_at) + " " + data + "\n";
+  };
+  {
+    auto store = open_sqlite_store(store_);
+    EventData linked = event("Linked", R"({"a":[1,2.5e3,"x\"y"]})", R"({"user":"ü"})");
+    linked.correlation_id = Uuid::parse("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+    linked.causation_id = Uuid::parse("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c");
+    EventData lines_in_json = event("Multi\\Line\"Type", "{\n\"a\":\r\n1}", "");
+    lines_in_json.content_type = ContentType::json;
+    EventData binary = event("Binary", std::string("\x00\x01\xff", 3), R"({"m":1})");
+    binary.content_type = ContentType::binary;
+    EventData empty = event("Empty", "", "");
+    store->append("quoted\"stream\\ü-1", ExpectedVersion::any(),
+                  {linked, lines_in_json, binary, empty, event("Raw", "ab", "abcd"), event("Text", "\"t\"", "7")});
+    // A line larger than the whole output buffer, between lines that fill it several times over.
+    std::vector<EventData> many;
+    for (int i = 0; i < 2000; ++i) many.push_back(event("Filler", R"({"pad":")" + std::string(300, 'p') + "\"}"));
+    store->append("filler-1", ExpectedVersion::any(), many);
+    store->append("huge-1", ExpectedVersion::any(),
+                  {event("Huge", R"({"big":")" + std::string(700 << 10, 'h') + "\"}", std::string(1000, '\x80'))});
+    store->append("filler-2", ExpectedVersion::any(), many);
+  }
+  auto store = open_sqlite_store(store_);
+  std::string want_json, want_text, want_back;
+  for (const auto& e : store->read_all().to_vector()) {
+    want_json += json_line(e);
+    want_text += text_line(e);
+  }
+  for (const auto& e : store->read_all({.direction = Direction::backward}).to_vector()) want_back += json_line(e);
+  auto r = run({"read", "$all"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.out == want_json)
+      << "first difference at byte "
+      << std::mismatch(r.out.begin(), r.out.end(), want_json.begin(), want_json.end()).first - r.out.begin();
+  r = run({"read", "$all", "--format", "text"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.out == want_text) << r.out.substr(0, 2000);
+  r = run({"read", "$all", "--backward"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.out == want_back);
+  r = run({"read", "quoted\"stream\\ü-1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, want_json.substr(0, r.out.size()));
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 6);
 }
 
 TEST_F(Cli, AppendsSayWhetherTheyAreJsonAndReadsTrustWhatWasSaid) {

@@ -4,6 +4,7 @@
 #include <array>
 #include <charconv>
 #include <cstdint>
+#include <cstring>
 
 #include <fmt/format.h>
 #if defined(__SSE2__)
@@ -407,64 +408,80 @@ std::string json_key_text(std::string_view key) {
 
 std::string json_string_text(std::string_view quoted) { return json_key_text(quoted.substr(1, quoted.size() - 2)); }
 
-void append_json_string(std::string& out, std::string_view text) {
+char* write_json_string(char* p, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  std::size_t done = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(text, done, i - done);
-    done = i + 1;
+  *p++ = '"';
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      *p++ = ch;
+      continue;
+    }
+    *p++ = '\\';
     switch (c) {
       case '"':
-        out += "\\\"";
+        *p++ = '"';
         break;
       case '\\':
-        out += "\\\\";
+        *p++ = '\\';
         break;
       case '\n':
-        out += "\\n";
+        *p++ = 'n';
         break;
       case '\r':
-        out += "\\r";
+        *p++ = 'r';
         break;
       case '\t':
-        out += "\\t";
+        *p++ = 't';
         break;
       default:
-        out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 0xF];
+        std::memcpy(p, "u00", 3);
+        p += 3;
+        *p++ = kHex[c >> 4];
+        *p++ = kHex[c & 0xF];
     }
   }
-  out.append(text, done, text.size() - done);
-  out += '"';
+  *p++ = '"';
+  return p;
 }
 
-void append_base64(std::string& out, std::string_view bytes) {
+void append_json_string(std::string& out, std::string_view text) {
+  std::size_t start = out.size();
+  out.resize(start + json_string_bound(text.size()));
+  out.resize(static_cast<std::size_t>(write_json_string(out.data() + start, text) - out.data()));
+}
+
+char* write_base64(char* p, std::string_view bytes) {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::size_t i = 0;
   auto byte = [&](std::size_t k) { return static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[k])); };
   for (; i + 3 <= bytes.size(); i += 3) {
     std::uint32_t v = byte(i) << 16 | byte(i + 1) << 8 | byte(i + 2);
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[v >> 12 & 63];
-    out += kAlphabet[v >> 6 & 63];
-    out += kAlphabet[v & 63];
+    *p++ = kAlphabet[v >> 18];
+    *p++ = kAlphabet[v >> 12 & 63];
+    *p++ = kAlphabet[v >> 6 & 63];
+    *p++ = kAlphabet[v & 63];
   }
   if (bytes.size() - i == 1) {
     std::uint32_t v = byte(i) << 16;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[v >> 12 & 63];
-    out += "==";
+    *p++ = kAlphabet[v >> 18];
+    *p++ = kAlphabet[v >> 12 & 63];
+    *p++ = '=';
+    *p++ = '=';
   } else if (bytes.size() - i == 2) {
     std::uint32_t v = byte(i) << 16 | byte(i + 1) << 8;
-    out += kAlphabet[v >> 18];
-    out += kAlphabet[v >> 12 & 63];
-    out += kAlphabet[v >> 6 & 63];
-    out += '=';
+    *p++ = kAlphabet[v >> 18];
+    *p++ = kAlphabet[v >> 12 & 63];
+    *p++ = kAlphabet[v >> 6 & 63];
+    *p++ = '=';
   }
+  return p;
+}
+
+void append_base64(std::string& out, std::string_view bytes) {
+  std::size_t start = out.size();
+  out.resize(start + base64_size(bytes.size()));
+  write_base64(out.data() + start, bytes);
 }
 
 }  // namespace sourced::cli

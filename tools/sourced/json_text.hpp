@@ -40,8 +40,17 @@ std::string json_key_text(std::string_view key);
 
 // Appends `text` (valid UTF-8) to `out` as a quoted JSON string.
 void append_json_string(std::string& out, std::string_view text);
+// The same written at `p`, which has room for json_string_bound(text.size()) bytes; returns the end. For
+// output built in place (the read command's lines), without a std::string append per part.
+char* write_json_string(char* p, std::string_view text);
+// The longest quoted JSON string of `n` bytes: each byte may become a 6-byte \u00XX escape.
+constexpr std::size_t json_string_bound(std::size_t n) { return 6 * n + 2; }
 
 // Appends `bytes` to `out` in standard base64 with padding (RFC 4648).
 void append_base64(std::string& out, std::string_view bytes);
+// The same written at `p`, which has room for base64_size(bytes.size()) bytes; returns the end.
+char* write_base64(char* p, std::string_view bytes);
+// The length of the base64 text of `n` bytes.
+constexpr std::size_t base64_size(std::size_t n) { return (n + 2) / 3 * 4; }
 
 }  // namespace sourced::cli
