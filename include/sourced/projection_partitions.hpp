@@ -73,6 +73,8 @@ struct PartitionedRunnerOptions {
   // has failed `max_attempts` times in a row on the same event, then stops (status failed, an error row).
   // A failure in a batch of several events is first narrowed down to the event that fails (that event
   // alone, its predecessors committed), whatever max_attempts, so a skip never skips more than it.
+  // A lost connection or a transient store error (StorageError::transient(): busy, deadlock, serialization
+  // failure, lock timeout) is not the event's: retried the same way for as long as it lasts, never counted.
   std::uint32_t max_attempts = 3;
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{5000};

@@ -775,7 +775,7 @@ class PartitionedProjectionRunner::Impl {
       } catch (...) {
         auto error = std::current_exception();
         b.tx.reset();  // rolls the batch back
-        if (b.reading || broken_link(error)) {
+        if (b.reading || store_outage(error)) {
           if (!outage(p, b, lease, error, stop)) return;
           continue;
         }
@@ -814,11 +814,18 @@ class PartitionedProjectionRunner::Impl {
     }
   }
 
-  static bool broken_link(std::exception_ptr e) {
+  // A broken connection, or a store error that says repeating may succeed (SQLite busy past its timeout;
+  // PostgreSQL deadlock, serialization failure, lock or statement timeout, a session the server ended):
+  // contention or an outage, not the event's fault, wherever in the batch it came from. Counted towards
+  // max_attempts, a few deadlocks in a row between partitions writing the same rows would stop a partition
+  // for an operator to retry.
+  static bool store_outage(std::exception_ptr e) {
     try {
       std::rethrow_exception(e);
     } catch (const ConnectionError&) {
       return true;
+    } catch (const StorageError& x) {
+      return x.transient();
     } catch (...) {
       return false;
     }
@@ -832,8 +839,8 @@ class PartitionedProjectionRunner::Impl {
     }
   }
 
-  // A failed read of the log, or a broken connection anywhere, is neither the handler's nor the event's
-  // fault (review 5, PP-2): it does not count towards max_attempts and never stops the partition; the
+  // A failed read of the log, or a store outage anywhere (store_outage()), is neither the handler's nor the
+  // event's fault (review 5, PP-2): it does not count towards max_attempts and never stops the partition; the
   // worker backs off (retry_initial doubling up to retry_max) and tries again until the store is back.
   // False when the worker is to end (stopped, or its lease went with the connection).
   bool outage(std::uint32_t p, Batch& b, ProjectionLease& lease, std::exception_ptr error, std::stop_token stop) {

@@ -2,13 +2,16 @@
 // (its error row, retry, skip), idle workers that end and start again, the fence and the leases the
 // partitions rest on, and a model-based random test of the partition scheduling.
 
+#include <algorithm>
 #include <functional>
 #include <iostream>
+#include <mutex>
 #include <random>
 #include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "projections/harness.hpp"
 #include "sourced/projection_partitions.hpp"
@@ -620,6 +623,65 @@ TYPED_TEST(Partitions, AfterARebuildPassesTheHeadPartitionsWithoutEventsAreFollo
   EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
 }
 
+// A read-model file another program holds the write lock of (here: a transaction of its own, longer than
+// the store's busy timeout) makes every batch fail with a transient StorageError: contention, not the
+// event's fault. The partitions retry for as long as it lasts without counting towards max_attempts (2
+// here), and finish the clean pass once the file is free.
+TEST(PartitionsOnSqlite, ABusyReadModelFileIsRetriedWithoutCountingTowardsMaxAttempts) {
+  TempDir dir;
+  auto events = open_sqlite_store((dir.path() / "events.db").string());
+  auto models_path = (dir.path() / "models.db").string();
+  SqliteProjectionStore models(models_path, {.busy_timeout_ms = 20});
+  Projection<SqliteProjectionTransaction> p;
+  p.name = "counts";
+  p.handle = [sql = SqlModel::upsert("counts", false)](SqliteProjectionTransaction& tx, const RecordedEvent& e) {
+    tx.execute(sql, {e.stream, e.position.value()});
+  };
+  p.setup = [sql = SqlModel::create("counts")](SqliteProjectionTransaction& tx) { tx.execute(sql); };
+  std::mutex log_mu;
+  std::vector<std::string> log;
+  PartitionedRunnerOptions o = quiet({.partitions = 2, .batch_events = 10, .batch_interval = 20ms, .max_attempts = 2});
+  o.retry_max = 50ms;
+  o.log = [&](std::string_view line) {
+    std::lock_guard lock(log_mu);
+    log.emplace_back(line);
+  };
+  auto failures = [&] {
+    std::lock_guard lock(log_mu);
+    return std::count_if(log.begin(), log.end(),
+                         [](const std::string& l) { return l.find("database is locked") != l.npos; });
+  };
+  PartitionedProjectionRunner runner(*events, models, p, o);
+  Position head;
+  for (int i = 0; i < 10; ++i)
+    head = events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("A")}).last_position;
+  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(models_path.c_str(), &other), SQLITE_OK);
+  struct Close {
+    sqlite3* db;
+    ~Close() { sqlite3_close(db); }
+  } close{other};
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  for (int i = 0; i < 10; ++i)
+    head = events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("B")}).last_position;
+  for (int i = 0; i < 1000 && failures() < 8; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(failures(), 8) << "the partitions stopped retrying while the file was busy";
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+
+  EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  for (auto& part : runner.progress().partitions) EXPECT_NE(part.status, ProjectionStatus::failed) << part.partition;
+  runner.stop();
+  EXPECT_TRUE(models.list_errors("counts").empty());
+  Model model;
+  models.query(SqlModel::select("counts"), {},
+               [&](const SqlRow& r) { model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
+  EXPECT_EQ(model, fold(*events));
+  std::lock_guard lock(log_mu);
+  for (auto& line : log) EXPECT_EQ(line.find("the partition stops"), std::string::npos) << line;
+}
+
 #ifdef SOURCED_WITH_POSTGRES
 // Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
 // whole runner for good, and the workers counted failed reads of the log as their partition's failures.
@@ -703,6 +765,87 @@ TEST(PartitionsOnPostgres, TheRunnerCarriesOnThroughKilledConnectionsAndEndsInTh
   bool retried = false;
   for (auto& line : log) retried = retried || line.find("retrying") != std::string::npos;
   EXPECT_TRUE(retried) << "the kills hit the runner";
+}
+
+// Transient server errors in a handler's statements (PostgreSQL: serialization failure 40001, deadlock
+// 40P01, a terminated backend 57P01, raised by the server as a function would; then a real row lock held
+// by another session, lock not available 55P03) are contention or an outage, not the event's fault: the
+// partition retries them for as long as they last, never stopping at max_attempts (2 here), and the model
+// ends as the clean pass with no error rows.
+TEST(PartitionsOnPostgres, TransientServerErrorsInAHandlerAreRetriedWithoutCountingTowardsMaxAttempts) {
+  auto url = test_pg_url();
+  if (!url) GTEST_SKIP() << pg_skip_message();
+  struct Schema {
+    std::string url, name = unique_pg_schema();
+    ~Schema() { pg_admin_exec(url, "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE"); }
+  } schema{*url};
+  auto events = open_postgres_store(*url, PostgresOptions{.schema = schema.name});
+  PostgresProjectionStore models(*url, {.schema = schema.name});
+  const std::string gate = "\"" + schema.name + "\".gate";
+  std::atomic<int> tries{0};
+  Projection<PostgresProjectionTransaction> p;
+  p.name = "counts";
+  p.handle = [&, sql = SqlModel::upsert("counts", true)](PostgresProjectionTransaction& tx, const RecordedEvent& e) {
+    if (e.type == "Gated") {
+      static const char* const kRaised[] = {"40001", "40P01", "57P01"};
+      int k = tries++;
+      if (k < 3) {
+        tx.execute(std::string("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '") + kRaised[k] +
+                   "', MESSAGE = 'raised for the test'; END $$");
+      } else {
+        tx.execute("SELECT 1 FROM " + gate + " WHERE id = 1 FOR UPDATE NOWAIT");
+      }
+    }
+    tx.execute(sql, {e.stream, e.position.value()});
+  };
+  p.setup = [sql = SqlModel::create("counts")](PostgresProjectionTransaction& tx) { tx.execute(sql); };
+  std::mutex log_mu;
+  std::vector<std::string> log;
+  PartitionedRunnerOptions o = quiet({.partitions = 2, .batch_events = 10, .batch_interval = 20ms, .max_attempts = 2});
+  o.retry_max = 50ms;
+  o.log = [&](std::string_view line) {
+    std::lock_guard lock(log_mu);
+    log.emplace_back(line);
+  };
+
+  // Another session holds the row the gated event's statement locks.
+  ASSERT_EQ(pg_admin_exec(*url, "CREATE SCHEMA IF NOT EXISTS \"" + schema.name + "\"; CREATE TABLE " + gate +
+                                    " (id INT PRIMARY KEY); INSERT INTO " + gate + " VALUES (1)"),
+            "");
+  PGconn* holder = PQconnectdb(url->c_str());
+  struct Finish {
+    PGconn* c;
+    ~Finish() { PQfinish(c); }
+  } finish{holder};
+  ASSERT_EQ(PQstatus(holder), CONNECTION_OK) << PQerrorMessage(holder);
+  PQclear(PQexec(holder, ("BEGIN; SELECT 1 FROM " + gate + " WHERE id = 1 FOR UPDATE").c_str()));
+
+  PartitionedProjectionRunner runner(*events, models, p, o);
+  Position head;
+  for (int i = 0; i < 10; ++i) events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("A")});
+  events->append("k-3", ExpectedVersion::any(), {event("Gated")});
+  for (int i = 0; i < 10; ++i)
+    head = events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("B")}).last_position;
+  for (int i = 0; i < 1000 && tries < 8; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(tries.load(), 8) << "the partition stopped retrying the gated event";
+  PQclear(PQexec(holder, "COMMIT"));
+
+  EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  for (auto& part : runner.progress().partitions) EXPECT_NE(part.status, ProjectionStatus::failed) << part.partition;
+  runner.stop();
+  EXPECT_TRUE(models.list_errors("counts").empty());
+  Model model;
+  models.query(SqlModel::select("counts"), {},
+               [&](const SqlRow& r) { model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
+  EXPECT_EQ(model, fold(*events));
+  std::lock_guard lock(log_mu);
+  for (std::string state : {"40001", "40P01", "57P01", "55P03"}) {
+    bool retried = false;
+    for (auto& line : log)
+      retried = retried || (line.find(state) != line.npos && line.find("a store failure") != line.npos);
+    EXPECT_TRUE(retried) << "SQLSTATE " << state << " was not retried as a store failure";
+  }
+  for (auto& line : log) EXPECT_EQ(line.find("the partition stops"), std::string::npos) << line;
 }
 #endif
 }  // namespace

@@ -33,11 +33,6 @@ std::string connect_reason(std::string_view text) {
   return line;
 }
 
-// SQLSTATEs that mean the session is gone: connection exceptions (08xxx) and operator intervention.
-bool is_connection_state(std::string_view state) {
-  return state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03";
-}
-
 // `text` with the password of `url` (user:password@, or a password= parameter) replaced by "***": libpq
 // quotes the URL, or the part it could not read, in its parse errors, and those reach logs.
 std::string without_password(std::string text, const std::string& url) {

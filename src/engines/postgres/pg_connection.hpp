@@ -34,16 +34,25 @@ inline constexpr Oid kInt8ArrayOid = 1016;
 inline constexpr Oid kUuidArrayOid = 2951;
 
 // Where to connect, split from the URL the user gave.
+// SQLSTATEs that mean the session is gone: connection exceptions (08xxx) and operator intervention
+// (57P01 admin shutdown: the backend was terminated; 57P02 crash shutdown; 57P03 cannot connect now).
+inline bool is_connection_state(std::string_view state) {
+  return state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03";
+}
+
 // What the server refused, with its SQLSTATE. Transient for the classes where repeating the statement may
 // succeed: 40 (serialization failure, deadlock), 53 (insufficient resources), 55P03 (lock not available),
-// 57014 (statement timeout or cancel).
+// 57014 (statement timeout or cancel), and the states of a session that is gone (is_connection_state): a
+// caller that repeats on a new connection is where it would be after a lost connection. Connection::fail
+// turns those into ConnectionError; they reach a ServerError where a result is read while libpq still
+// calls the connection good (the read-model store's pipeline), or when a function raises them.
 class ServerError : public StorageError {
  public:
   ServerError(const std::string& message, std::string sqlstate)
       : StorageError(message, is_transient_state(sqlstate)), sqlstate_(std::move(sqlstate)) {}
   const std::string& sqlstate() const { return sqlstate_; }
   static bool is_transient_state(std::string_view s) {
-    return s.starts_with("40") || s.starts_with("53") || s == "55P03" || s == "57014";
+    return s.starts_with("40") || s.starts_with("53") || s == "55P03" || s == "57014" || is_connection_state(s);
   }
 
  private:
