@@ -7,6 +7,7 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "sourced/command_bus.hpp"
 #include "sourced/postgres_projection_store.hpp"
 #include "sourced/projection.hpp"
+#include "sourced/projection_partitions.hpp"
 #include "sourced/repository.hpp"
 #include "sourced/sqlite_projection_store.hpp"
 
@@ -82,13 +84,32 @@ Projection<Tx> one_row_per_stream(const std::string& table, bool dollar) {
   return projection;
 }
 
+// The plain runner, or the partitioned one (4 partitions by stream, as the bank example runs its balances).
+enum class Shape { plain, partitioned };
+
 template <class Store>
-void follow(EventStore& store, Store& models, const char* where, bool dollar, double seconds, int rate) {
+void follow(EventStore& store, Store& models, std::string where, bool dollar, double seconds, int rate,
+            Shape shape = Shape::plain) {
   using Tx = typename Store::Transaction;
-  std::string table = fmt::format("bench_follow_{}", ::getpid());
-  ProjectionRunnerOptions o{.start = StartMode::rebuild};
-  o.progress = ProgressDisplay::none;
-  ProjectionRunner runner(store, models, one_row_per_stream<Tx>(table, dollar), o);
+  std::string table = fmt::format("bench_follow_{}{}", ::getpid(), shape == Shape::partitioned ? "_p" : "");
+  std::optional<ProjectionRunner> plain;
+  std::optional<PartitionedProjectionRunner> partitioned;
+  if (shape == Shape::plain) {
+    ProjectionRunnerOptions o{.start = StartMode::rebuild};
+    o.progress = ProgressDisplay::none;
+    plain.emplace(store, models, one_row_per_stream<Tx>(table, dollar), o);
+  } else {
+    PartitionedRunnerOptions o{.partitions = 4, .start = StartMode::rebuild};
+    partitioned.emplace(store, models, one_row_per_stream<Tx>(table, dollar), o);
+    where += ", partitioned runner (4)";
+  }
+  struct {
+    ProjectionRunner* plain;
+    PartitionedProjectionRunner* partitioned;
+    WaitResult wait_for(Position p, std::chrono::milliseconds timeout) const {
+      return plain ? plain->wait_for(p, timeout) : partitioned->wait_for(p, timeout);
+    }
+  } runner{plain ? &*plain : nullptr, partitioned ? &*partitioned : nullptr};
   if (runner.wait_for(store.head_position(), std::chrono::minutes(10)) != WaitResult::reached) {
     throw std::runtime_error("the projection did not catch up before the run");
   }
@@ -96,7 +117,9 @@ void follow(EventStore& store, Store& models, const char* where, bool dollar, do
   Events events({"MoneyDeposited"});
   Repository<Account, Events> accounts(store, events);
   CommandBus bus;
-  bus.register_projection(table, runner.waiter());
+  bus.register_projection(table, [&runner](Position p, std::chrono::milliseconds timeout) {
+    return runner.wait_for(p, timeout) == WaitResult::reached;
+  });
   // The handler returns just before the bus starts waiting: the wait's own share of a dispatch.
   thread_local Clock::time_point handled;
   bus.register_handler<Deposit>(
@@ -222,6 +245,7 @@ void bench_follow(EventStore& store, const std::string& location, double seconds
   {
     SqliteProjectionStore models((dir / "models.db").string());
     follow(store, models, "SQLite (another file)", false, seconds, rate);
+    follow(store, models, "SQLite (another file)", false, seconds, rate, Shape::partitioned);
   }
   {
     // synchronous=NORMAL: no fsync per commit. The checkpoint commits with the rows, so a power loss
@@ -236,6 +260,7 @@ void bench_follow(EventStore& store, const std::string& location, double seconds
     url = url.substr(0, url.find("&schema="));
     PostgresProjectionStore models(url, {.schema = schema});
     follow(store, models, "PostgreSQL (same server)", true, seconds, rate);
+    follow(store, models, "PostgreSQL (same server)", true, seconds, rate, Shape::partitioned);
   }
 }
 
