@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <type_traits>
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -623,6 +624,80 @@ TYPED_TEST(Partitions, AfterARebuildPassesTheHeadPartitionsWithoutEventsAreFollo
   EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
 }
 
+// A runner's log lines, kept for the test to look at; the sink may be called from any thread.
+class KeptLog {
+ public:
+  std::function<void(std::string_view)> sink() {
+    return [this](std::string_view line) {
+      std::lock_guard lock(mu_);
+      lines_.emplace_back(line);
+    };
+  }
+  std::vector<std::string> lines() const {
+    std::lock_guard lock(mu_);
+    return lines_;
+  }
+  // The lines that say `text`, and `and_text` when given.
+  std::size_t count(std::string_view text, std::string_view and_text = {}) const {
+    std::lock_guard lock(mu_);
+    return static_cast<std::size_t>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
+      return l.find(text) != l.npos && (and_text.empty() || l.find(and_text) != l.npos);
+    }));
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// What the transient-error tests run with: two partitions, batches of 10 events, quick retries, and a
+// partition that would stop at an event's second failure in a row (max_attempts 2).
+PartitionedRunnerOptions stopping_at_the_second_attempt(KeptLog& log) {
+  PartitionedRunnerOptions o = quiet({.partitions = 2, .batch_events = 10, .batch_interval = 20ms, .max_attempts = 2});
+  o.retry_max = 50ms;
+  o.log = log.sink();
+  return o;
+}
+
+// The test model (counts) on a SQL read-model store; `before` runs in the handler before its upsert.
+template <class Tx>
+Projection<Tx> sql_counts(std::function<void(Tx&, const RecordedEvent&)> before = {}) {
+  Projection<Tx> p;
+  p.name = "counts";
+  p.handle = [sql = SqlModel::upsert("counts", !std::is_same_v<Tx, SqliteProjectionTransaction>), before](
+                 Tx& tx, const RecordedEvent& e) {
+    if (before) before(tx, e);
+    tx.execute(sql, {e.stream, e.position.value()});
+  };
+  p.setup = [sql = SqlModel::create("counts")](Tx& tx) { tx.execute(sql); };
+  return p;
+}
+
+// After the transient errors have ended: `runner` reaches `head` with no partition failed, none logged
+// that it stops, no error rows, and the model is the clean pass.
+template <class Store>
+void expect_the_clean_pass_and_no_stop(PartitionedProjectionRunner& runner, Store& models, EventStore& events,
+                                       Position head, const KeptLog& log) {
+  EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  for (auto& part : runner.progress().partitions) EXPECT_NE(part.status, ProjectionStatus::failed) << part.partition;
+  runner.stop();
+  EXPECT_TRUE(models.list_errors("counts").empty());
+  Model model;
+  models.query(SqlModel::select("counts"), {},
+               [&](const SqlRow& r) { model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
+  EXPECT_EQ(model, fold(events));
+  for (auto& line : log.lines()) EXPECT_EQ(line.find("the partition stops"), std::string::npos) << line;
+}
+
+// One event for each of streams k-0 ... k-9, of type `type`; the last one's position.
+Position append_round(EventStore& events, const std::string& type) {
+  Position last;
+  for (int i = 0; i < 10; ++i) {
+    last = events.append("k-" + std::to_string(i), ExpectedVersion::any(), {event(type)}).last_position;
+  }
+  return last;
+}
+
 // A read-model file another program holds the write lock of (here: a transaction of its own, longer than
 // the store's busy timeout) makes every batch fail with a transient StorageError: contention, not the
 // event's fault. The partitions retry for as long as it lasts without counting towards max_attempts (2
@@ -632,30 +707,10 @@ TEST(PartitionsOnSqlite, ABusyReadModelFileIsRetriedWithoutCountingTowardsMaxAtt
   auto events = open_sqlite_store((dir.path() / "events.db").string());
   auto models_path = (dir.path() / "models.db").string();
   SqliteProjectionStore models(models_path, {.busy_timeout_ms = 20});
-  Projection<SqliteProjectionTransaction> p;
-  p.name = "counts";
-  p.handle = [sql = SqlModel::upsert("counts", false)](SqliteProjectionTransaction& tx, const RecordedEvent& e) {
-    tx.execute(sql, {e.stream, e.position.value()});
-  };
-  p.setup = [sql = SqlModel::create("counts")](SqliteProjectionTransaction& tx) { tx.execute(sql); };
-  std::mutex log_mu;
-  std::vector<std::string> log;
-  PartitionedRunnerOptions o = quiet({.partitions = 2, .batch_events = 10, .batch_interval = 20ms, .max_attempts = 2});
-  o.retry_max = 50ms;
-  o.log = [&](std::string_view line) {
-    std::lock_guard lock(log_mu);
-    log.emplace_back(line);
-  };
-  auto failures = [&] {
-    std::lock_guard lock(log_mu);
-    return std::count_if(log.begin(), log.end(),
-                         [](const std::string& l) { return l.find("database is locked") != l.npos; });
-  };
-  PartitionedProjectionRunner runner(*events, models, p, o);
-  Position head;
-  for (int i = 0; i < 10; ++i)
-    head = events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("A")}).last_position;
-  ASSERT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  KeptLog log;
+  PartitionedProjectionRunner runner(*events, models, sql_counts<SqliteProjectionTransaction>(),
+                                     stopping_at_the_second_attempt(log));
+  ASSERT_EQ(runner.wait_for(append_round(*events, "A"), 30s), WaitResult::reached);
 
   sqlite3* other = nullptr;
   ASSERT_EQ(sqlite3_open(models_path.c_str(), &other), SQLITE_OK);
@@ -664,25 +719,20 @@ TEST(PartitionsOnSqlite, ABusyReadModelFileIsRetriedWithoutCountingTowardsMaxAtt
     ~Close() { sqlite3_close(db); }
   } close{other};
   ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
-  for (int i = 0; i < 10; ++i)
-    head = events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("B")}).last_position;
-  for (int i = 0; i < 1000 && failures() < 8; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_GE(failures(), 8) << "the partitions stopped retrying while the file was busy";
+  auto head = append_round(*events, "B");
+  for (int i = 0; i < 1000 && log.count("database is locked") < 8; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(log.count("database is locked"), 8u) << "the partitions stopped retrying while the file was busy";
   ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
-
-  EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
-  for (auto& part : runner.progress().partitions) EXPECT_NE(part.status, ProjectionStatus::failed) << part.partition;
-  runner.stop();
-  EXPECT_TRUE(models.list_errors("counts").empty());
-  Model model;
-  models.query(SqlModel::select("counts"), {},
-               [&](const SqlRow& r) { model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
-  EXPECT_EQ(model, fold(*events));
-  std::lock_guard lock(log_mu);
-  for (auto& line : log) EXPECT_EQ(line.find("the partition stops"), std::string::npos) << line;
+  expect_the_clean_pass_and_no_stop(runner, models, *events, head, log);
 }
 
 #ifdef SOURCED_WITH_POSTGRES
+// A schema of the test server of its own, dropped at the end.
+struct PgSchema {
+  std::string url, name = unique_pg_schema();
+  ~PgSchema() { pg_admin_exec(url, "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE"); }
+};
+
 // Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
 // whole runner for good, and the workers counted failed reads of the log as their partition's failures.
 // Here the server ends every connection of the runner (its events and its read-model store share an
@@ -691,10 +741,7 @@ TEST(PartitionsOnSqlite, ABusyReadModelFileIsRetriedWithoutCountingTowardsMaxAtt
 TEST(PartitionsOnPostgres, TheRunnerCarriesOnThroughKilledConnectionsAndEndsInTheCleanPass) {
   auto url = test_pg_url();
   if (!url) GTEST_SKIP() << pg_skip_message();
-  struct Schema {
-    std::string url, name = unique_pg_schema();
-    ~Schema() { pg_admin_exec(url, "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE"); }
-  } schema{*url};
+  PgSchema schema{*url};
   const std::string app = "sourced_pp2_" + schema.name;
   const std::string runner_url = *url + (url->find('?') == std::string::npos ? "?" : "&") + "application_name=" + app;
   auto appender = open_postgres_store(*url, PostgresOptions{.schema = schema.name});
@@ -775,38 +822,23 @@ TEST(PartitionsOnPostgres, TheRunnerCarriesOnThroughKilledConnectionsAndEndsInTh
 TEST(PartitionsOnPostgres, TransientServerErrorsInAHandlerAreRetriedWithoutCountingTowardsMaxAttempts) {
   auto url = test_pg_url();
   if (!url) GTEST_SKIP() << pg_skip_message();
-  struct Schema {
-    std::string url, name = unique_pg_schema();
-    ~Schema() { pg_admin_exec(url, "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE"); }
-  } schema{*url};
+  PgSchema schema{*url};
   auto events = open_postgres_store(*url, PostgresOptions{.schema = schema.name});
   PostgresProjectionStore models(*url, {.schema = schema.name});
   const std::string gate = "\"" + schema.name + "\".gate";
   std::atomic<int> tries{0};
-  Projection<PostgresProjectionTransaction> p;
-  p.name = "counts";
-  p.handle = [&, sql = SqlModel::upsert("counts", true)](PostgresProjectionTransaction& tx, const RecordedEvent& e) {
-    if (e.type == "Gated") {
-      static const char* const kRaised[] = {"40001", "40P01", "57P01"};
-      int k = tries++;
-      if (k < 3) {
-        tx.execute(std::string("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '") + kRaised[k] +
-                   "', MESSAGE = 'raised for the test'; END $$");
-      } else {
-        tx.execute("SELECT 1 FROM " + gate + " WHERE id = 1 FOR UPDATE NOWAIT");
-      }
+  auto p = sql_counts<PostgresProjectionTransaction>([&](PostgresProjectionTransaction& tx, const RecordedEvent& e) {
+    if (e.type != "Gated") return;
+    static const char* const kRaised[] = {"40001", "40P01", "57P01"};
+    int k = tries++;
+    if (k < 3) {
+      tx.execute(std::string("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '") + kRaised[k] +
+                 "', MESSAGE = 'raised for the test'; END $$");
+    } else {
+      tx.execute("SELECT 1 FROM " + gate + " WHERE id = 1 FOR UPDATE NOWAIT");
     }
-    tx.execute(sql, {e.stream, e.position.value()});
-  };
-  p.setup = [sql = SqlModel::create("counts")](PostgresProjectionTransaction& tx) { tx.execute(sql); };
-  std::mutex log_mu;
-  std::vector<std::string> log;
-  PartitionedRunnerOptions o = quiet({.partitions = 2, .batch_events = 10, .batch_interval = 20ms, .max_attempts = 2});
-  o.retry_max = 50ms;
-  o.log = [&](std::string_view line) {
-    std::lock_guard lock(log_mu);
-    log.emplace_back(line);
-  };
+  });
+  KeptLog log;
 
   // Another session holds the row the gated event's statement locks.
   ASSERT_EQ(pg_admin_exec(*url, "CREATE SCHEMA IF NOT EXISTS \"" + schema.name + "\"; CREATE TABLE " + gate +
@@ -820,32 +852,17 @@ TEST(PartitionsOnPostgres, TransientServerErrorsInAHandlerAreRetriedWithoutCount
   ASSERT_EQ(PQstatus(holder), CONNECTION_OK) << PQerrorMessage(holder);
   PQclear(PQexec(holder, ("BEGIN; SELECT 1 FROM " + gate + " WHERE id = 1 FOR UPDATE").c_str()));
 
-  PartitionedProjectionRunner runner(*events, models, p, o);
-  Position head;
-  for (int i = 0; i < 10; ++i) events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("A")});
+  PartitionedProjectionRunner runner(*events, models, p, stopping_at_the_second_attempt(log));
+  append_round(*events, "A");
   events->append("k-3", ExpectedVersion::any(), {event("Gated")});
-  for (int i = 0; i < 10; ++i)
-    head = events->append("k-" + std::to_string(i), ExpectedVersion::any(), {event("B")}).last_position;
+  auto head = append_round(*events, "B");
   for (int i = 0; i < 1000 && tries < 8; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_GE(tries.load(), 8) << "the partition stopped retrying the gated event";
   PQclear(PQexec(holder, "COMMIT"));
-
-  EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
-  for (auto& part : runner.progress().partitions) EXPECT_NE(part.status, ProjectionStatus::failed) << part.partition;
-  runner.stop();
-  EXPECT_TRUE(models.list_errors("counts").empty());
-  Model model;
-  models.query(SqlModel::select("counts"), {},
-               [&](const SqlRow& r) { model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
-  EXPECT_EQ(model, fold(*events));
-  std::lock_guard lock(log_mu);
+  expect_the_clean_pass_and_no_stop(runner, models, *events, head, log);
   for (std::string state : {"40001", "40P01", "57P01", "55P03"}) {
-    bool retried = false;
-    for (auto& line : log)
-      retried = retried || (line.find(state) != line.npos && line.find("a store failure") != line.npos);
-    EXPECT_TRUE(retried) << "SQLSTATE " << state << " was not retried as a store failure";
+    EXPECT_GT(log.count(state, "a store failure"), 0u) << "SQLSTATE " << state << " was not retried as a store failure";
   }
-  for (auto& line : log) EXPECT_EQ(line.find("the partition stops"), std::string::npos) << line;
 }
 #endif
 }  // namespace
