@@ -279,6 +279,38 @@ TEST(SqliteStore, RefusesAFileThatIsNotADatabase) {
   EXPECT_THROW(open_sqlite_store(path.string()), StorageError);
 }
 
+// SqliteOptions::read_cache_kib bounds what a reader connection keeps cached: a full read of a file of
+// ~8 MiB leaves about SQLite's default 2,000 KiB cached with the default, and little with 64 KiB; the events
+// read are the same. (SQLite's own count of the memory it holds, global to the process: the writer that
+// filled the file is closed first.)
+TEST(SqliteStore, ReadCacheKibBoundsTheCacheOfReaderConnections) {
+  TempDir dir;
+  auto path = (dir.path() / "events.db").string();
+  {
+    auto store = open_sqlite_store(path);
+    std::vector<EventData> batch;
+    for (int i = 0; i < 2000; ++i) batch.push_back(event("Big", R"({"pad":")" + std::string(4000, 'p') + "\"}"));
+    store->append("big-1", ExpectedVersion::no_stream(), batch);
+  }
+  auto cached_by_a_full_read = [&](int kib, std::vector<RecordedEvent>& events) {
+    auto store = open_sqlite_store(path, {.create_if_missing = false, .read_only = true, .read_cache_kib = kib});
+    sqlite3_int64 before = sqlite3_memory_used();
+    events = store->read_all().to_vector();
+    return (sqlite3_memory_used() - before) >> 10;
+  };
+  std::vector<RecordedEvent> with_default, with_small;
+  auto default_kib = cached_by_a_full_read(0, with_default);
+  auto small_kib = cached_by_a_full_read(64, with_small);
+  EXPECT_GT(default_kib, 1500) << "SQLite's default cache of 2,000 KiB filled";
+  EXPECT_LT(small_kib, 500) << "a 64 KiB cache";
+  ASSERT_EQ(with_small.size(), 2000u);
+  for (std::size_t i = 0; i < with_small.size(); ++i) {
+    ASSERT_EQ(with_small[i].id, with_default[i].id);
+    ASSERT_EQ(with_small[i].data, with_default[i].data);
+  }
+  EXPECT_THROW(open_sqlite_store(path, {.read_only = true, .read_cache_kib = -1}), InvalidArgument);
+}
+
 TEST(SqliteStore, TwoStoreObjectsOnOneFileSeeEachOthersAppends) {
   TempDir dir;
   auto path = (dir.path() / "events.db").string();

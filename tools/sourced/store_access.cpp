@@ -8,6 +8,7 @@
 
 #include "commands.hpp"
 #include "sourced/open_store.hpp"
+#include "sourced/sqlite_store.hpp"
 
 namespace sourced::cli {
 namespace {
@@ -43,6 +44,12 @@ std::unique_ptr<EventStore> open_for_writing(const std::string& location, std::s
 
 std::unique_ptr<EventStore> open_for_reading(const std::string& location) {
   try {
+    // A SQLite file is opened with a small page cache: see SqliteOptions::read_cache_kib (a 100,000-event
+    // `read '$all'` took 72 ms with 256 KiB against 82 ms with SQLite's 2,000 KiB, all of it first touches
+    // of the cache's memory; 128 KiB was no faster).
+    if (auto file = sqlite_file_of(location); file && !file->empty()) {
+      return open_sqlite_store(*file, {.create_if_missing = false, .read_only = true, .read_cache_kib = 256});
+    }
     return open_store(location, {.create_if_missing = false, .read_only = true});
   } catch (const StoreNotFound&) {
     return nullptr;

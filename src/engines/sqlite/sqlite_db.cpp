@@ -75,7 +75,9 @@ ConnectionPool::Lease ConnectionPool::acquire() {
       ++open_;
       lock.unlock();
       try {
-        return Lease(this, std::make_unique<Connection>(path_, true, busy_timeout_ms_));
+        auto c = std::make_unique<Connection>(path_, true, busy_timeout_ms_);
+        if (cache_kib_ > 0) c->exec(fmt::format("PRAGMA cache_size=-{}", cache_kib_).c_str());
+        return Lease(this, std::move(c));
       } catch (...) {
         lock.lock();
         --open_;

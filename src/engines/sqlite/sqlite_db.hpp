@@ -117,8 +117,9 @@ class Connection {
 
 class ConnectionPool {
  public:
-  ConnectionPool(std::string path, std::size_t max, int busy_timeout_ms)
-      : path_(std::move(path)), max_(max ? max : 1), busy_timeout_ms_(busy_timeout_ms) {}
+  // `cache_kib`: each connection's page cache (SqliteOptions::read_cache_kib); 0 keeps SQLite's default.
+  ConnectionPool(std::string path, std::size_t max, int busy_timeout_ms, int cache_kib = 0)
+      : path_(std::move(path)), max_(max ? max : 1), busy_timeout_ms_(busy_timeout_ms), cache_kib_(cache_kib) {}
 
   class Lease {
    public:
@@ -143,6 +144,7 @@ class ConnectionPool {
   std::string path_;
   std::size_t max_;
   int busy_timeout_ms_;
+  int cache_kib_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Connection>> idle_;

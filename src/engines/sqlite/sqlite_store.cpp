@@ -185,7 +185,7 @@ struct Queries {
 
 struct Shared {
   Shared(std::string p, const SqliteOptions& o, int version)
-      : path(std::move(p)), readers(path, o.read_connections, o.busy_timeout_ms), queries(version) {}
+      : path(std::move(p)), readers(path, o.read_connections, o.busy_timeout_ms, o.read_cache_kib), queries(version) {}
   std::string path;
   ConnectionPool readers;
   Queries queries;
@@ -963,6 +963,10 @@ class SqliteStore final : public EventStore, private GroupCommit::Engine {
 }  // namespace
 
 std::unique_ptr<EventStore> open_sqlite_store(const std::string& path, SqliteOptions options) {
+  if (options.read_cache_kib < 0) {
+    throw InvalidArgument(fmt::format("SQLite store '{}': read_cache_kib must be 0 (SQLite's default) or more, not {}",
+                                      path, options.read_cache_kib));
+  }
   return std::make_unique<SqliteStore>(path, options);
 }
 
