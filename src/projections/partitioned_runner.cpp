@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -27,6 +28,9 @@ constexpr milliseconds kLeaseCheck(1000);
 // A process that already works k partitions waits k steps before taking one more, so processes started
 // together end up with a share each rather than the first one taking everything.
 constexpr milliseconds kFairStep(25);
+// How many of a partition's events past its checkpoint the coordinator lists (see Part::ahead): at 10,000
+// events a second, several seconds of a stalled partition; past it, done() falls back to the checkpoint.
+constexpr std::size_t kAheadCap = 1 << 16;
 constexpr milliseconds kBarRefresh(200);
 constexpr auto kRateWindow = std::chrono::seconds(5);
 
@@ -214,6 +218,18 @@ class PartitionedProjectionRunner::Impl {
   WaitResult wait_for(Position position, milliseconds timeout) const {
     std::unique_lock lock(mu_);
     WaitResult result = WaitResult::timeout;
+    // Told to the workers, which commit an open batch holding an event of theirs at or before this
+    // position as soon as they have read through it (see awaited()), not at the batch's limits.
+    auto it = waiting_.insert(position.value());
+    latest_waited_.store(*waiting_.rbegin(), std::memory_order_relaxed);
+    struct Leave {
+      const Impl* self;
+      std::multiset<std::uint64_t>::iterator it;
+      ~Leave() {
+        self->waiting_.erase(it);
+        self->latest_waited_.store(self->waiting_.empty() ? 0 : *self->waiting_.rbegin(), std::memory_order_relaxed);
+      }
+    } leave{this, it};
     cv_.wait_for(lock, timeout, [&] {
       bool all = true;
       for (std::uint32_t p = 0; p < parts_.size(); ++p) {
@@ -266,6 +282,12 @@ class PartitionedProjectionRunner::Impl {
     std::uint64_t stored = 0;     // its checkpoint, as last read from the state rows or committed here
     std::uint64_t processed = 0;  // what its worker here has processed (committed, or scanned past)
     std::uint64_t last_seen = 0;  // the last position of one of its events the coordinator has read
+    // The positions of its events the coordinator has read past known(), in order; while `complete`, every
+    // one of them through watcher_pos_, so the partition has processed every position before the first
+    // of them (done()). Not complete once it overflowed kAheadCap or its checkpoint went back (its
+    // earlier entries were dropped as committed), until it has committed all the coordinator saw of it.
+    std::deque<std::uint64_t> ahead;
+    bool complete = true;
     std::uint64_t failed_at = 0;  // while failed: the position it failed on (its open error row), 0 unknown
     ProjectionStatus status = ProjectionStatus::catching_up;
     std::string last_error;
@@ -294,11 +316,48 @@ class PartitionedProjectionRunner::Impl {
   }
 
   std::uint64_t known(std::uint32_t p) const { return std::max(parts_[p].stored, parts_[p].processed); }
-  // Processed through here: its own checkpoint, or, when the coordinator has seen nothing of it past
-  // that, as far as the coordinator has read.
+  // Processed through here: its own checkpoint, or, when the coordinator has read past it, as far as the
+  // coordinator has read or to just before the first event of the partition it read past the checkpoint:
+  // a partition has processed a position once every event of its own at or before it is committed, its
+  // events after it do not count (issue: with events arriving all the time, every partition has some
+  // past any waited position, and a waiter waited for each partition's next commit).
   std::uint64_t done(std::uint32_t p) const {
+    const Part& part = parts_[p];
     std::uint64_t k = known(p);
-    return parts_[p].last_seen <= k && k >= seen_from_ ? std::max(k, watcher_pos_) : k;
+    if (k < seen_from_) return k;
+    if (part.last_seen <= k) return std::max(k, watcher_pos_);
+    if (!part.complete) return k;
+    auto next = std::upper_bound(part.ahead.begin(), part.ahead.end(), k);
+    if (next == part.ahead.end()) return k;
+    return std::max(k, std::min(*next - 1, watcher_pos_));
+  }
+  // The coordinator read an event of partition p (under mu_).
+  void note_event(std::uint32_t p, std::uint64_t position) {
+    Part& part = parts_[p];
+    std::uint64_t k = known(p);
+    while (!part.ahead.empty() && part.ahead.front() <= k) part.ahead.pop_front();
+    if (!part.complete && part.last_seen <= k) part.complete = true;  // nothing it saw is left to list
+    if (part.complete && position > k && (part.ahead.empty() || position > part.ahead.back())) {
+      if (part.ahead.size() < kAheadCap) {
+        part.ahead.push_back(position);
+      } else {
+        part.ahead.clear();
+        part.complete = false;
+      }
+    }
+    part.last_seen = std::max(part.last_seen, position);
+  }
+  // A partition's checkpoint as read from its row may go back (a rebuild or skip elsewhere, a row read
+  // anew): the events listed before were dropped as committed, so the list is no longer complete.
+  void known_set(std::uint32_t p, std::uint64_t checkpoint) {
+    Part& part = parts_[p];
+    std::uint64_t before = known(p);
+    part.stored = checkpoint;
+    part.processed = checkpoint;
+    if (checkpoint < before) {
+      part.ahead.clear();
+      part.complete = false;
+    }
   }
   bool has_work(std::uint32_t p) const { return parts_[p].last_seen > known(p); }
 
@@ -395,6 +454,10 @@ class PartitionedProjectionRunner::Impl {
       if (from >= seen_from_) from = std::max(from, watcher_pos_);
       seen_from_ = std::min(seen_from_, from);
       watcher_pos_ = from;  // back too, when reading again: done() counts on it
+      // What is read again is listed again.
+      for (auto& part : parts_) {
+        while (!part.ahead.empty() && part.ahead.back() > from) part.ahead.pop_back();
+      }
       rewind_ = false;
     }
     auto sub = subscribe_to_all(events_, {.start = SubscriptionStart::after(Position(from)),
@@ -435,10 +498,11 @@ class PartitionedProjectionRunner::Impl {
       }
       if (m) {
         std::lock_guard lock(mu_);
+        std::uint64_t read_before = watcher_pos_;
         switch (m->kind) {
           case SubscriptionMessage::Kind::event: {
             auto p = partition_of(*m->event);
-            parts_[p].last_seen = std::max(parts_[p].last_seen, m->event->position.value());
+            note_event(p, m->event->position.value());
             watcher_pos_ = std::max(watcher_pos_, m->event->position.value());
             if (!work_since_[p]) work_since_[p] = now;
             break;
@@ -454,7 +518,8 @@ class PartitionedProjectionRunner::Impl {
             live = false;
             break;
         }
-        cv_.notify_all();
+        // Only how far the coordinator has read can pass a waiter here (done()).
+        if (passes_a_waiter(read_before, watcher_pos_)) cv_.notify_all();
       }
       if (m && m->kind == SubscriptionMessage::Kind::event) take_partition(partition_of(*m->event), now);
       if (live) settle_quiet_partitions(now);
@@ -611,8 +676,7 @@ class PartitionedProjectionRunner::Impl {
       if (!part.here) {
         // Another process's word is final here, back included: a rebuild elsewhere resets the checkpoints
         // (review 5, PP-4); what a worker of this process once did no longer counts.
-        part.stored = s.checkpoint.value();
-        part.processed = part.stored;
+        known_set(static_cast<std::uint32_t>(p), s.checkpoint.value());
         if (part.stored < seen_from_) rewind_ = true;
         part.status = s.status;
         part.last_error = s.last_error;
@@ -714,6 +778,7 @@ class PartitionedProjectionRunner::Impl {
     std::unique_ptr<ProjectionTransaction> tx;
     std::uint64_t committed = 0;
     std::uint64_t pending = 0;
+    std::uint64_t first = 0;  // the open batch's first event
     std::size_t events = 0;
     std::optional<Clock::TimePoint> dirty_since;
     ProjectionStatus status = ProjectionStatus::catching_up;
@@ -751,8 +816,7 @@ class PartitionedProjectionRunner::Impl {
       {
         // The row, not what this process knew before (a rebuild elsewhere may have reset it).
         std::lock_guard lock(mu_);
-        parts_[p].stored = b.committed;
-        parts_[p].processed = b.committed;
+        known_set(p, b.committed);
       }
     } catch (const std::exception& e) {
       o_.log(fmt::format("sourced: {}: cannot read its state: {}", key_text(b.key), e.what()));
@@ -980,17 +1044,34 @@ class PartitionedProjectionRunner::Impl {
           live = false;
           break;
       }
-      if (b.dirty_since && (b.events >= o_.batch_events || clock_.now() - *b.dirty_since >= o_.batch_interval)) {
+      if (b.dirty_since && (b.events >= o_.batch_events || clock_.now() - *b.dirty_since >= o_.batch_interval ||
+                            (live && !sub.has_buffered() && awaited(b)))) {
         commit(p, b);
       }
     }
     return Outcome::stopped;
   }
 
+  // Whether a wait_for() is pending for a position this partition has read through but whose events of
+  // this partition are not all committed: one at or after the open batch's first event and at or before
+  // where the worker has read. Asked once the events already read are applied (the rest of the page), so
+  // a waiter pays about one read and one commit per partition, and many waiters share a commit; a waiter
+  // past what was read is served by the commit after the read that reaches it. Without this, a worker
+  // that keeps finding new events (a busy log) commits only at the batch's size or time limit. Only while
+  // live: catching up, the commit at `caught_up` (or the batch's limits) serves the waiter, and a commit
+  // just before it would be a second one.
+  bool awaited(const Batch& b) const {
+    if (!b.tx || b.events == 0 || latest_waited_.load(std::memory_order_relaxed) < b.first) return false;
+    std::lock_guard lock(mu_);
+    auto it = waiting_.lower_bound(b.first);
+    return it != waiting_.end() && *it <= b.pending;
+  }
+
   void apply(Batch& b, const RecordedEvent& e) {
     b.failing = e;
     if (!b.tx) {
       b.context = "starting a batch";
+      b.first = e.position.value();
       b.tx = begin();
       if (p_.begin_batch) p_.begin_batch(*b.tx);
     }
@@ -1011,9 +1092,18 @@ class PartitionedProjectionRunner::Impl {
     b.pending = through;
     if (!b.tx) {
       std::lock_guard lock(mu_);
-      parts_[p].processed = std::max(parts_[p].processed, through);
-      cv_.notify_all();
+      std::uint64_t before = parts_[p].processed;
+      parts_[p].processed = std::max(before, through);
+      if (passes_a_waiter(before, through)) cv_.notify_all();
     }
+  }
+
+  // Whether a wait_for() waits for a position in (from, to] (under mu_). The coordinator and the workers
+  // move forward by every event they read, thousands of times a second; waking every waiter at each (to
+  // look at every partition and sleep again) took cores from the readers (bench follow, partitioned).
+  bool passes_a_waiter(std::uint64_t from, std::uint64_t to) const {
+    auto it = waiting_.upper_bound(from);
+    return it != waiting_.end() && *it <= to;
   }
 
   void commit(std::uint32_t p, Batch& b) {
@@ -1158,6 +1248,10 @@ class PartitionedProjectionRunner::Impl {
   mutable std::condition_variable cv_;
   std::vector<Part> parts_;
   std::map<std::uint32_t, std::optional<Clock::TimePoint>> work_since_;
+  // The positions wait_for() calls are waiting for (one entry per call), and the largest of them for the
+  // workers to read without the lock (0 when nobody waits).
+  mutable std::multiset<std::uint64_t> waiting_;
+  mutable std::atomic<std::uint64_t> latest_waited_{0};
   std::uint64_t watcher_pos_ = 0;
   // The coordinator has read every event after seen_from_ through watcher_pos_ (seen_from_ is kUnlimited
   // before it starts); rewind_: a checkpoint went back before seen_from_, it must read from there again.

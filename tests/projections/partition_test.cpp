@@ -3,6 +3,7 @@
 // partitions rest on, and a model-based random test of the partition scheduling.
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <iostream>
 #include <mutex>
@@ -696,6 +697,65 @@ Position append_round(EventStore& events, const std::string& type) {
     last = events.append("k-" + std::to_string(i), ExpectedVersion::any(), {event(type)}).last_position;
   }
   return last;
+}
+
+// A waiter is released by its partition's commit as soon as the worker has applied its position, not at
+// the batch's size or time limit and not after further reads (as the plain runner is): here the handler of
+// the awaited event appends another event of the same partition, whose handler then holds the worker, so
+// only a commit before that next read releases the waiter. On a busy log a worker keeps finding new events,
+// and without this commit a waiter waited for the batch's limits (bench follow, events in PostgreSQL).
+TYPED_TEST(Partitions, AWaiterIsReleasedBeforeTheBatchLimitsOrTheNextReadWouldCommit) {
+  std::atomic<bool> hold{true};
+  auto first = this->append("a-1");
+  Position awaited(first.value() + 10);
+  auto p = this->h_.projection("counts", [&](const RecordedEvent& e) {
+    if (e.position == awaited) this->h_.events().append("slow-1", ExpectedVersion::any(), {event("Happened")});
+    // Bounded, so a failed test cannot leave the worker stuck here.
+    for (int i = 0; e.stream == "slow-1" && hold && i < 20000; ++i) std::this_thread::sleep_for(1ms);
+  });
+  auto o = quiet({.partitions = 2, .batch_events = 1'000'000, .batch_interval = std::chrono::hours(1)});
+  o.key = [](const RecordedEvent&) { return std::string("one partition"); };
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), std::move(p), o);
+  ASSERT_EQ(runner.wait_for(first, 10s), WaitResult::reached) << "the worker is live";
+  // The events come after the waiter has begun waiting (ample time for it to get there).
+  std::jthread writer([&] {
+    std::this_thread::sleep_for(200ms);
+    this->append("a-1", 10);
+  });
+  EXPECT_EQ(runner.wait_for(awaited, 5s), WaitResult::reached);
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events(), std::nullopt, awaited.value()));
+  hold = false;
+  writer.join();
+  EXPECT_EQ(runner.wait_for(this->h_.events().head_position(), 10s), WaitResult::reached);
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
+}
+
+// A partition has processed a position once its own events at or before it are committed; its events
+// after it do not hold a waiter. Here partition `b` is worked by nobody (its lease held by the test), and
+// one append puts an event of `a` and then one of `b` in the log: waiting for the event of `a` waits for
+// `a`'s commit only, not for `b`'s next one (with events arriving all the time, every partition has some
+// past any waited position). The event of `b` itself waits, until `b` is let go and worked.
+TYPED_TEST(Partitions, APartitionWhoseOnlyEventsComeAfterAPositionHasProcessedIt) {
+  std::string type_a, type_b;
+  for (int i = 0; type_a.empty() || type_b.empty(); ++i) {
+    std::string t = "T" + std::to_string(i);
+    (partition_for(t, 2) == 0 ? type_a : type_b) = t;
+  }
+  auto o = quiet({.partitions = 2});
+  o.key = [](const RecordedEvent& e) { return e.type; };
+  auto lease = this->h_.models().try_lease(ProjectionKey{"counts", 1, "1"});
+  ASSERT_TRUE(lease);
+  PartitionedProjectionRunner runner(this->h_.events(), this->h_.models(), this->h_.projection("counts"), o);
+  auto both = this->h_.events().append("s-1", ExpectedVersion::any(), {event(type_a), event(type_b)}).last_position;
+  Position of_a(both.value() - 1);
+  EXPECT_EQ(runner.wait_for(of_a, 10s), WaitResult::reached);
+  EXPECT_EQ(runner.progress().partitions[1].position, of_a) << "b: through the position before its event";
+  EXPECT_EQ(runner.wait_for(both, 300ms), WaitResult::timeout);
+  lease.reset();
+  EXPECT_EQ(runner.wait_for(both, 30s), WaitResult::reached);
+  runner.stop();
+  EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
 }
 
 // A read-model file another program holds the write lock of (here: a transaction of its own, longer than
