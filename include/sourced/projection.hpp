@@ -195,7 +195,7 @@ enum class StartMode {
 
 enum class OnError {
   retry,  // roll back, record the error, wait (back-off), then try again from the checkpoint
-  stop,   // roll back, record the error, stop the runner (status failed)
+  stop,   // roll back, record the error, stop the runner (status failed); a store outage too: fail fast
 };
 
 enum class ProgressDisplay {
@@ -216,7 +216,9 @@ struct ProjectionRunnerOptions {
   // in real time in short slices and asks the clock again after each, so a test can move time instead.
   std::chrono::milliseconds retry_initial{100};
   std::chrono::milliseconds retry_max{30000};
-  // Failures in a row after which the runner stops as failed; 0: retry forever.
+  // Failures in a row after which the runner stops as failed; 0: retry forever. A lost connection or a
+  // transient store error (StorageError::transient(): busy, deadlock, serialization failure, lock timeout)
+  // is not the projection's: retried with its own back-off for as long as it lasts, never counted.
   std::uint32_t max_attempts = 0;
   // Stop (status stopped) once caught up with the head: a one-shot rebuild or catch-up.
   bool stop_when_caught_up = false;

@@ -172,17 +172,29 @@ class ProjectionRunner::Impl {
       } catch (...) {
         auto error = std::current_exception();
         tx_.reset();  // rolls the batch back
-        ++attempts_;
+        // An outage is counted apart: it sets the back-off but never reaches max_attempts (as in the
+        // partitioned runner), so a database that is down or contended for a while does not stop the runner.
+        bool outage = store_outage(error);
+        if (outage) {
+          ++outages_;
+        } else {
+          ++attempts_;
+        }
         last_error_ = failure_context_.empty() ? describe(error) : failure_context_ + ": " + describe(error);
         failure_context_.clear();
         bool stopping = stop.stop_requested();
-        bool give_up = o_.on_error == OnError::stop || (o_.max_attempts > 0 && attempts_ >= o_.max_attempts);
+        bool give_up = o_.on_error == OnError::stop || (!outage && o_.max_attempts > 0 && attempts_ >= o_.max_attempts);
         status_ =
             stopping ? ProjectionStatus::stopped : (give_up ? ProjectionStatus::failed : ProjectionStatus::retrying);
-        milliseconds delay = backoff();
-        o_.log(fmt::format("sourced: projection {} v{}: {} (attempt {}); {}", p_.key.name, p_.key.version, last_error_,
-                           attempts_,
-                           stopping || give_up ? "stopping" : fmt::format("retrying in {} ms", delay.count())));
+        milliseconds delay = backoff(outage ? outages_ : attempts_);
+        auto next = stopping || give_up ? std::string("stopping") : fmt::format("retrying in {} ms", delay.count());
+        if (outage) {
+          o_.log(fmt::format("sourced: projection {} v{}: {} (a store failure, {} in a row); {}", p_.key.name,
+                             p_.key.version, last_error_, outages_, next));
+        } else {
+          o_.log(fmt::format("sourced: projection {} v{}: {} (attempt {}); {}", p_.key.name, p_.key.version,
+                             last_error_, attempts_, next));
+        }
         record_state();
         publish(false);
         if (stopping || give_up) {
@@ -212,10 +224,26 @@ class ProjectionRunner::Impl {
     }
   }
 
-  milliseconds backoff() const {
+  milliseconds backoff(std::uint32_t failures) const {
     milliseconds d = o_.retry_initial;
-    for (std::uint32_t i = 1; i < attempts_ && d < o_.retry_max; ++i) d *= 2;
+    for (std::uint32_t i = 1; i < failures && d < o_.retry_max; ++i) d *= 2;
     return std::min(d, o_.retry_max);
+  }
+
+  // A broken connection, or a store error that says repeating may succeed (SQLite busy past its timeout;
+  // PostgreSQL deadlock, serialization failure, lock or statement timeout, a session the server ended):
+  // contention or an outage, not the projection's fault, wherever it came from (the read of the log, a
+  // handler's statement, the commit).
+  static bool store_outage(std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const ConnectionError&) {
+      return true;
+    } catch (const StorageError& x) {
+      return x.transient();
+    } catch (...) {
+      return false;
+    }
   }
 
   // Best effort: a store that cannot save the error cannot save anything, and the log has it. Fenced like a
@@ -408,6 +436,7 @@ class ProjectionRunner::Impl {
     if (!tx_->save_state_if(row, Position(committed_))) throw CheckpointMoved{};
     tx_->commit();
     if (moves) attempts_ = 0;
+    outages_ = 0;
     tx_.reset();
     failure_context_.clear();
     committed_ = pending_;
@@ -517,6 +546,7 @@ class ProjectionRunner::Impl {
   std::string last_error_;
   std::string failure_context_;
   std::uint32_t attempts_ = 0;
+  std::uint32_t outages_ = 0;  // store failures in a row (store_outage()): the back-off, never max_attempts
   Clock::TimePoint head_read_{};
   Clock::TimePoint run_started_{};
   Clock::TimePoint last_display_{};

@@ -3,14 +3,18 @@
 // the same test model on each (one row per stream: events applied, the sum of their positions, the last
 // position), so a scenario written once runs on every store and the models compare as text.
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "sourced/memory_projection_store.hpp"
 #include "sourced/projection.hpp"
@@ -19,6 +23,7 @@
 #include "sourced/postgres_projection_store.hpp"
 #endif
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "store/engines.hpp"
 
@@ -269,5 +274,118 @@ class ModelsTest : public ::testing::Test {
   }
   H h_;
 };
+
+// A runner's log lines, kept for the test to look at; the sink may be called from any thread.
+class KeptLog {
+ public:
+  std::function<void(std::string_view)> sink() {
+    return [this](std::string_view line) {
+      std::lock_guard lock(mu_);
+      lines_.emplace_back(line);
+    };
+  }
+  std::vector<std::string> lines() const {
+    std::lock_guard lock(mu_);
+    return lines_;
+  }
+  // The lines that say `text`, and `and_text` when given.
+  std::size_t count(std::string_view text, std::string_view and_text = {}) const {
+    std::lock_guard lock(mu_);
+    return static_cast<std::size_t>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
+      return l.find(text) != l.npos && (and_text.empty() || l.find(and_text) != l.npos);
+    }));
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::string> lines_;
+};
+
+// The test model (counts) on a SQL read-model store; `before` runs in the handler before its upsert.
+template <class Tx>
+Projection<Tx> sql_counts(std::function<void(Tx&, const RecordedEvent&)> before = {}) {
+  Projection<Tx> p;
+  p.name = "counts";
+  p.handle = [sql = SqlModel::upsert("counts", !std::is_same_v<Tx, SqliteProjectionTransaction>), before](
+                 Tx& tx, const RecordedEvent& e) {
+    if (before) before(tx, e);
+    tx.execute(sql, {e.stream, e.position.value()});
+  };
+  p.setup = [sql = SqlModel::create("counts")](Tx& tx) { tx.execute(sql); };
+  return p;
+}
+
+// One event for each of streams k-0 ... k-9, of type `type`; the last one's position.
+inline Position append_round(EventStore& events, const std::string& type) {
+  Position last;
+  for (int i = 0; i < 10; ++i) {
+    last = events.append("k-" + std::to_string(i), ExpectedVersion::any(), {event(type)}).last_position;
+  }
+  return last;
+}
+
+// Another program's write lock on a SQLite file: a transaction of its own (BEGIN IMMEDIATE) from
+// construction until release() or the end, so the store's writers meet "database is locked".
+class SqliteWriteLockHolder {
+ public:
+  explicit SqliteWriteLockHolder(const std::string& path) {
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK) << path;
+    EXPECT_EQ(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db_);
+  }
+  void release() { EXPECT_EQ(sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK); }
+  ~SqliteWriteLockHolder() { sqlite3_close(db_); }
+  SqliteWriteLockHolder(const SqliteWriteLockHolder&) = delete;
+  SqliteWriteLockHolder& operator=(const SqliteWriteLockHolder&) = delete;
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+#ifdef SOURCED_WITH_POSTGRES
+// A schema of the test server of its own, dropped at the end.
+struct PgSchema {
+  std::string url, name = unique_pg_schema();
+  ~PgSchema() { pg_admin_exec(url, "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE"); }
+};
+
+// Transient server errors for a handler to meet on events of type "Gated" (meet()): the server raises
+// serialization failure 40001, deadlock 40P01 and a terminated backend 57P01, as a function would; after
+// those the statement locks a row (NOWAIT) that another session holds until release(): lock not
+// available, 55P03. tries() counts the gated statements run.
+class PgGate {
+ public:
+  static constexpr std::array<const char*, 4> kStates = {"40001", "40P01", "57P01", "55P03"};
+
+  PgGate(const std::string& url, const std::string& schema) : table_("\"" + schema + "\".gate") {
+    EXPECT_EQ(pg_admin_exec(url, "CREATE SCHEMA IF NOT EXISTS \"" + schema + "\"; CREATE TABLE " + table_ +
+                                     " (id INT PRIMARY KEY); INSERT INTO " + table_ + " VALUES (1)"),
+              "");
+    holder_ = PQconnectdb(url.c_str());
+    EXPECT_EQ(PQstatus(holder_), CONNECTION_OK) << PQerrorMessage(holder_);
+    PQclear(PQexec(holder_, ("BEGIN; SELECT 1 FROM " + table_ + " WHERE id = 1 FOR UPDATE").c_str()));
+  }
+  ~PgGate() { PQfinish(holder_); }
+  PgGate(const PgGate&) = delete;
+  PgGate& operator=(const PgGate&) = delete;
+
+  void meet(PostgresProjectionTransaction& tx, const RecordedEvent& e) {
+    if (e.type != "Gated") return;
+    int k = tries_++;
+    if (k < 3) {
+      tx.execute(std::string("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '") + kStates[static_cast<std::size_t>(k)] +
+                 "', MESSAGE = 'raised for the test'; END $$");
+    } else {
+      tx.execute("SELECT 1 FROM " + table_ + " WHERE id = 1 FOR UPDATE NOWAIT");
+    }
+  }
+  int tries() const { return tries_; }
+  void release() { PQclear(PQexec(holder_, "COMMIT")); }
+
+ private:
+  std::string table_;
+  PGconn* holder_ = nullptr;
+  std::atomic<int> tries_{0};
+};
+#endif
 
 }  // namespace sourced::testing

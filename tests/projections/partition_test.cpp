@@ -13,7 +13,6 @@
 #include <type_traits>
 
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include "projections/harness.hpp"
 #include "sourced/projection_partitions.hpp"
@@ -625,32 +624,6 @@ TYPED_TEST(Partitions, AfterARebuildPassesTheHeadPartitionsWithoutEventsAreFollo
   EXPECT_EQ(this->h_.model("counts"), fold(this->h_.events()));
 }
 
-// A runner's log lines, kept for the test to look at; the sink may be called from any thread.
-class KeptLog {
- public:
-  std::function<void(std::string_view)> sink() {
-    return [this](std::string_view line) {
-      std::lock_guard lock(mu_);
-      lines_.emplace_back(line);
-    };
-  }
-  std::vector<std::string> lines() const {
-    std::lock_guard lock(mu_);
-    return lines_;
-  }
-  // The lines that say `text`, and `and_text` when given.
-  std::size_t count(std::string_view text, std::string_view and_text = {}) const {
-    std::lock_guard lock(mu_);
-    return static_cast<std::size_t>(std::count_if(lines_.begin(), lines_.end(), [&](const std::string& l) {
-      return l.find(text) != l.npos && (and_text.empty() || l.find(and_text) != l.npos);
-    }));
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<std::string> lines_;
-};
-
 // What the transient-error tests run with: two partitions, batches of 10 events, quick retries, and a
 // partition that would stop at an event's second failure in a row (max_attempts 2).
 PartitionedRunnerOptions stopping_at_the_second_attempt(KeptLog& log) {
@@ -658,20 +631,6 @@ PartitionedRunnerOptions stopping_at_the_second_attempt(KeptLog& log) {
   o.retry_max = 50ms;
   o.log = log.sink();
   return o;
-}
-
-// The test model (counts) on a SQL read-model store; `before` runs in the handler before its upsert.
-template <class Tx>
-Projection<Tx> sql_counts(std::function<void(Tx&, const RecordedEvent&)> before = {}) {
-  Projection<Tx> p;
-  p.name = "counts";
-  p.handle = [sql = SqlModel::upsert("counts", !std::is_same_v<Tx, SqliteProjectionTransaction>), before](
-                 Tx& tx, const RecordedEvent& e) {
-    if (before) before(tx, e);
-    tx.execute(sql, {e.stream, e.position.value()});
-  };
-  p.setup = [sql = SqlModel::create("counts")](Tx& tx) { tx.execute(sql); };
-  return p;
 }
 
 // After the transient errors have ended: `runner` reaches `head` with no partition failed, none logged
@@ -688,15 +647,6 @@ void expect_the_clean_pass_and_no_stop(PartitionedProjectionRunner& runner, Stor
                [&](const SqlRow& r) { model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
   EXPECT_EQ(model, fold(events));
   for (auto& line : log.lines()) EXPECT_EQ(line.find("the partition stops"), std::string::npos) << line;
-}
-
-// One event for each of streams k-0 ... k-9, of type `type`; the last one's position.
-Position append_round(EventStore& events, const std::string& type) {
-  Position last;
-  for (int i = 0; i < 10; ++i) {
-    last = events.append("k-" + std::to_string(i), ExpectedVersion::any(), {event(type)}).last_position;
-  }
-  return last;
 }
 
 // A waiter is released by its partition's commit as soon as the worker has applied its position, not at
@@ -772,27 +722,15 @@ TEST(PartitionsOnSqlite, ABusyReadModelFileIsRetriedWithoutCountingTowardsMaxAtt
                                      stopping_at_the_second_attempt(log));
   ASSERT_EQ(runner.wait_for(append_round(*events, "A"), 30s), WaitResult::reached);
 
-  sqlite3* other = nullptr;
-  ASSERT_EQ(sqlite3_open(models_path.c_str(), &other), SQLITE_OK);
-  struct Close {
-    sqlite3* db;
-    ~Close() { sqlite3_close(db); }
-  } close{other};
-  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  SqliteWriteLockHolder other(models_path);
   auto head = append_round(*events, "B");
   for (int i = 0; i < 1000 && log.count("database is locked") < 8; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_GE(log.count("database is locked"), 8u) << "the partitions stopped retrying while the file was busy";
-  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  other.release();
   expect_the_clean_pass_and_no_stop(runner, models, *events, head, log);
 }
 
 #ifdef SOURCED_WITH_POSTGRES
-// A schema of the test server of its own, dropped at the end.
-struct PgSchema {
-  std::string url, name = unique_pg_schema();
-  ~PgSchema() { pg_admin_exec(url, "DROP SCHEMA IF EXISTS \"" + name + "\" CASCADE"); }
-};
-
 // Review 5, PP-2: one store error in the coordinator (a PostgreSQL restart, a reset connection) ended the
 // whole runner for good, and the workers counted failed reads of the log as their partition's failures.
 // Here the server ends every connection of the runner (its events and its read-model store share an
@@ -885,42 +823,19 @@ TEST(PartitionsOnPostgres, TransientServerErrorsInAHandlerAreRetriedWithoutCount
   PgSchema schema{*url};
   auto events = open_postgres_store(*url, PostgresOptions{.schema = schema.name});
   PostgresProjectionStore models(*url, {.schema = schema.name});
-  const std::string gate = "\"" + schema.name + "\".gate";
-  std::atomic<int> tries{0};
-  auto p = sql_counts<PostgresProjectionTransaction>([&](PostgresProjectionTransaction& tx, const RecordedEvent& e) {
-    if (e.type != "Gated") return;
-    static const char* const kRaised[] = {"40001", "40P01", "57P01"};
-    int k = tries++;
-    if (k < 3) {
-      tx.execute(std::string("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '") + kRaised[k] +
-                 "', MESSAGE = 'raised for the test'; END $$");
-    } else {
-      tx.execute("SELECT 1 FROM " + gate + " WHERE id = 1 FOR UPDATE NOWAIT");
-    }
-  });
+  PgGate gate(*url, schema.name);
+  auto p = sql_counts<PostgresProjectionTransaction>(
+      [&](PostgresProjectionTransaction& tx, const RecordedEvent& e) { gate.meet(tx, e); });
   KeptLog log;
-
-  // Another session holds the row the gated event's statement locks.
-  ASSERT_EQ(pg_admin_exec(*url, "CREATE SCHEMA IF NOT EXISTS \"" + schema.name + "\"; CREATE TABLE " + gate +
-                                    " (id INT PRIMARY KEY); INSERT INTO " + gate + " VALUES (1)"),
-            "");
-  PGconn* holder = PQconnectdb(url->c_str());
-  struct Finish {
-    PGconn* c;
-    ~Finish() { PQfinish(c); }
-  } finish{holder};
-  ASSERT_EQ(PQstatus(holder), CONNECTION_OK) << PQerrorMessage(holder);
-  PQclear(PQexec(holder, ("BEGIN; SELECT 1 FROM " + gate + " WHERE id = 1 FOR UPDATE").c_str()));
-
   PartitionedProjectionRunner runner(*events, models, p, stopping_at_the_second_attempt(log));
   append_round(*events, "A");
   events->append("k-3", ExpectedVersion::any(), {event("Gated")});
   auto head = append_round(*events, "B");
-  for (int i = 0; i < 1000 && tries < 8; ++i) std::this_thread::sleep_for(10ms);
-  EXPECT_GE(tries.load(), 8) << "the partition stopped retrying the gated event";
-  PQclear(PQexec(holder, "COMMIT"));
+  for (int i = 0; i < 1000 && gate.tries() < 8; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(gate.tries(), 8) << "the partition stopped retrying the gated event";
+  gate.release();
   expect_the_clean_pass_and_no_stop(runner, models, *events, head, log);
-  for (std::string state : {"40001", "40P01", "57P01", "55P03"}) {
+  for (std::string state : PgGate::kStates) {
     EXPECT_GT(log.count(state, "a store failure"), 0u) << "SQLSTATE " << state << " was not retried as a store failure";
   }
 }

@@ -388,5 +388,87 @@ TYPED_TEST(Projections, ARebuildWithoutAClearHookIsRefused) {
       InvalidArgument);
 }
 
+// What the transient-error tests run with: batches of 10 events, quick retries, and a runner that would
+// stop at the second failure in a row (max_attempts 2).
+ProjectionRunnerOptions stopping_at_the_second_attempt(KeptLog& log) {
+  ProjectionRunnerOptions o =
+      quiet({.batch_events = 10, .batch_interval = 20ms, .retry_initial = 5ms, .retry_max = 50ms, .max_attempts = 2});
+  o.log = log.sink();
+  return o;
+}
+
+// After the transient errors have ended: `runner` reaches `head` still running, never logged that it
+// stops, its state row counts no attempts, and the model is the clean pass.
+template <class Store>
+void expect_the_clean_pass_and_no_stop(ProjectionRunner& runner, Store& models, EventStore& events, Position head,
+                                       const KeptLog& log) {
+  EXPECT_EQ(runner.wait_for(head, 30s), WaitResult::reached);
+  EXPECT_TRUE(runner.running());
+  EXPECT_NE(runner.progress().status, ProjectionStatus::failed);
+  for (auto& line : log.lines()) EXPECT_EQ(line.find("stopping"), std::string::npos) << line;
+  runner.stop();
+  EXPECT_FALSE(runner.error());
+  auto state = models.load_state({"counts", 1, ""});
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->attempts, 0u);
+  Model model;
+  models.query(SqlModel::select("counts"), {},
+               [&](const SqlRow& r) { model[std::string(r.text(0))] = row_text(r.int64(1), r.int64(2), r.int64(3)); });
+  EXPECT_EQ(model, fold(events));
+}
+
+// As for the partitioned runner: a read-model file another program holds the write lock of (longer than
+// the store's busy timeout) fails every batch with a transient StorageError, contention rather than the
+// projection's fault. The runner retries with back-off for as long as it lasts without counting towards
+// max_attempts (2 here), and finishes the clean pass once the file is free.
+TEST(ProjectionsOnSqlite, ABusyReadModelFileIsRetriedWithoutCountingTowardsMaxAttempts) {
+  TempDir dir;
+  auto events = open_sqlite_store((dir.path() / "events.db").string());
+  auto models_path = (dir.path() / "models.db").string();
+  SqliteProjectionStore models(models_path, {.busy_timeout_ms = 20});
+  KeptLog log;
+  ProjectionRunner runner(*events, models, sql_counts<SqliteProjectionTransaction>(),
+                          stopping_at_the_second_attempt(log));
+  ASSERT_EQ(runner.wait_for(append_round(*events, "A"), 30s), WaitResult::reached);
+
+  SqliteWriteLockHolder other(models_path);
+  auto head = append_round(*events, "B");
+  for (int i = 0; i < 1000 && log.count("database is locked", "a store failure") < 6; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_GE(log.count("database is locked", "a store failure"), 6u)
+      << "the runner stopped retrying while the file was busy";
+  other.release();
+  expect_the_clean_pass_and_no_stop(runner, models, *events, head, log);
+}
+
+#ifdef SOURCED_WITH_POSTGRES
+// Transient server errors in a handler's statements (serialization failure 40001, deadlock 40P01, a
+// terminated backend 57P01, raised by the server; then a row another session holds, lock not available
+// 55P03) are retried by the plain runner for as long as they last, never stopping at max_attempts (2).
+TEST(ProjectionsOnPostgres, TransientServerErrorsInAHandlerAreRetriedWithoutCountingTowardsMaxAttempts) {
+  auto url = test_pg_url();
+  if (!url) GTEST_SKIP() << pg_skip_message();
+  PgSchema schema{*url};
+  auto events = open_postgres_store(*url, PostgresOptions{.schema = schema.name});
+  PostgresProjectionStore models(*url, {.schema = schema.name});
+  PgGate gate(*url, schema.name);
+  auto p = sql_counts<PostgresProjectionTransaction>(
+      [&](PostgresProjectionTransaction& tx, const RecordedEvent& e) { gate.meet(tx, e); });
+  KeptLog log;
+  ProjectionRunner runner(*events, models, p, stopping_at_the_second_attempt(log));
+  append_round(*events, "A");
+  events->append("k-3", ExpectedVersion::any(), {event("Gated")});
+  auto head = append_round(*events, "B");
+  for (int i = 0; i < 1000 && gate.tries() < 8; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_GE(gate.tries(), 8) << "the runner stopped retrying the gated event";
+  gate.release();
+  expect_the_clean_pass_and_no_stop(runner, models, *events, head, log);
+  for (std::string state : PgGate::kStates) {
+    EXPECT_GT(log.count(state, "a store failure"), 0u) << "SQLSTATE " << state << " was not retried as a store failure";
+  }
+}
+#endif
+
 }  // namespace
 }  // namespace sourced::testing
