@@ -9,7 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "cqrs/bank_domain.hpp"
-#include "sourced/sqlite_store.hpp"
+#include "sourced/open_store.hpp"
 #include "store/engines.hpp"
 
 namespace sourced {
@@ -17,7 +17,6 @@ namespace {
 
 using namespace testing::bank;
 using sourced::testing::EngineParam;
-using sourced::testing::TempDir;
 using AccountRepository = Repository<Account, Events>;
 
 class RepositoryTest : public ::testing::TestWithParam<EngineParam> {
@@ -318,18 +317,17 @@ TEST_P(RepositoryTest, AnUnknownEventTypeFailsTheLoadUnlessSkipped) {
   EXPECT_EQ(loaded.state.owner, "Ada");
 }
 
-// Many tellers, each with its own connection to one SQLite file, race withdrawals on one account.
-TEST(RepositoryRace, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
-  TempDir dir;
-  const std::string path = (dir.path() / "bank.db").string();
+// Many tellers race withdrawals on one account, each with its own connection where the engine has a
+// location others can open (a SQLite file, a PostgreSQL schema), all on one store otherwise (memory).
+TEST_P(RepositoryTest, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
   constexpr long kBalance = 1000, kAmount = 7;
   constexpr int kThreads = 8, kTries = 40;  // 8 x 40 x 7 = 2240 wanted, 1000 there
   {
-    auto store = open_sqlite_store(path);
-    AccountRepository accounts(*store, events());
+    AccountRepository accounts(store(), events());
     accounts.handle("account-ada", Open{"ada", "Ada"});
     accounts.handle("account-ada", Deposit{"ada", kBalance});
   }
+  const auto location = harness_->location();
   std::atomic<long> withdrawn{0}, conflicts{0};
   std::mutex failures_mu;
   std::vector<std::string> failures;
@@ -337,8 +335,8 @@ TEST(RepositoryRace, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
   for (int t = 0; t < kThreads; ++t) {
     tellers.emplace_back([&] {
       try {
-        auto store = open_sqlite_store(path);
-        AccountRepository accounts(*store, events(), {}, {.max_conflict_retries = 1000});
+        auto own = location ? open_store(*location) : nullptr;
+        AccountRepository accounts(own ? *own : store(), events(), {}, {.max_conflict_retries = 1000});
         for (int i = 0; i < kTries; ++i) {
           auto r = accounts.handle("account-ada", Withdraw{"ada", kAmount});
           if (!r.rejected()) withdrawn += kAmount;
@@ -351,9 +349,8 @@ TEST(RepositoryRace, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
     });
   }
   for (auto& t : tellers) t.join();
-  EXPECT_TRUE(failures.empty()) << failures.front();
-  auto store = open_sqlite_store(path);
-  auto loaded = AccountRepository(*store, events()).load("account-ada");
+  ASSERT_TRUE(failures.empty()) << failures.front();
+  auto loaded = AccountRepository(store(), events()).load("account-ada");
   EXPECT_GE(loaded.state.balance, 0);
   EXPECT_LT(loaded.state.balance, kAmount) << "a withdrawal that fitted was refused";
   EXPECT_EQ(loaded.state.balance, kBalance - withdrawn.load());
