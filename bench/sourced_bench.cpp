@@ -27,6 +27,7 @@
 #include "sourced/persistent_subscription.hpp"
 #include "sourced/postgres_projection_store.hpp"
 #include "sourced/sqlite_projection_store.hpp"
+#include "sourced/sqlite_store.hpp"
 #include "sourced/store.hpp"
 #include "sourced/subscription.hpp"
 
@@ -515,6 +516,10 @@ int main(int argc, char** argv) {
   std::vector<int> cqrs_clients = {1, 16};
   app.add_option("--cqrs-clients", cqrs_clients, "For --only cqrs: concurrent clients")->capture_default_str();
   app.add_option("--memory-events", memory_events, "For --only memory: events to read (the store is filled first)");
+  int read_cache_kib = 0;
+  app.add_option("--read-cache-kib", read_cache_kib,
+                 "A SQLite file's reader connections get this page cache (SqliteOptions::read_cache_kib; 0: "
+                 "SQLite's default), as the sourced CLI's reads do with 256");
   app.add_option("--writers", writer_counts, "Writer counts for the append workloads")->capture_default_str();
   app.add_option("--batch", batch_sizes, "Batch sizes for the append workloads")->capture_default_str();
   std::uint64_t subscribe_events = 1'000'000;
@@ -538,7 +543,10 @@ int main(int argc, char** argv) {
   }
   int rc = 0;
   try {
-    auto store = open_store(location);
+    auto store = read_cache_kib > 0 && location.find("://") == std::string::npos && location != "memory:"
+                     ? open_sqlite_store(location.starts_with("sqlite:") ? location.substr(7) : location,
+                                         {.read_cache_kib = read_cache_kib})
+                     : open_store(location);
     unsigned cores = std::thread::hardware_concurrency();
     fmt::print("sourced_bench: engine {}, {} cores, {:.1f} s per timed workload\n\n", store->stats().engine, cores,
                seconds);
