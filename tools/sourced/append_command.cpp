@@ -134,8 +134,8 @@ EventData event_from_line(std::string_view line, std::size_t number, std::vector
 std::vector<EventData> events_from_stdin(std::istream& in, std::size_t chunk) {
   // Past 64 KiB of input (about 150 events of a few hundred bytes) the heap goes on huge pages, and only then
   // is the buffer a whole chunk, allocated on them. Measured on 1,000 events of ~350 bytes: one process took
-  // 18.7 ms instead of 20.4 ms (median of 100, interleaved). For one event it would cost ~0.2 ms (zeroing a
-  // 2 MiB page to use a few KiB of it).
+  // 16.4 ms instead of 18.1 ms (median of 80, interleaved; docs/benchmarks.md). For one event it would cost ~0.2 ms
+  // (zeroing a 2 MiB page to use a few KiB of it).
   constexpr std::size_t kLargeInput = 64u << 10;
   chunk = std::max<std::size_t>(chunk, 1);
   std::size_t capacity = std::min(chunk, kLargeInput);
