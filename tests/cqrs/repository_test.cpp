@@ -317,9 +317,12 @@ TEST_P(RepositoryTest, AnUnknownEventTypeFailsTheLoadUnlessSkipped) {
   EXPECT_EQ(loaded.state.owner, "Ada");
 }
 
-// Many tellers race withdrawals on one account, each with its own connection where the engine has a
-// location others can open (a SQLite file, a PostgreSQL schema), all on one store otherwise (memory).
+// Many tellers race withdrawals on one account, each with its own connection to the store (a SQLite
+// file, a PostgreSQL schema). The memory engine is left out: its appends are so quick that the tellers
+// often ran one after the other and never raced (seen in a landing run), so the test proved nothing there.
 TEST_P(RepositoryTest, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
+  const auto location = harness_->location();
+  if (!location) GTEST_SKIP() << "each teller needs its own connection to the store";
   constexpr long kBalance = 1000, kAmount = 7;
   constexpr int kThreads = 8, kTries = 40;  // 8 x 40 x 7 = 2240 wanted, 1000 there
   {
@@ -327,7 +330,6 @@ TEST_P(RepositoryTest, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
     accounts.handle("account-ada", Open{"ada", "Ada"});
     accounts.handle("account-ada", Deposit{"ada", kBalance});
   }
-  const auto location = harness_->location();
   std::atomic<long> withdrawn{0}, conflicts{0};
   std::mutex failures_mu;
   std::vector<std::string> failures;
@@ -335,8 +337,8 @@ TEST_P(RepositoryTest, ManyThreadsRacingWithdrawalsNeverOverdrawAnAccount) {
   for (int t = 0; t < kThreads; ++t) {
     tellers.emplace_back([&] {
       try {
-        auto own = location ? open_store(*location) : nullptr;
-        AccountRepository accounts(own ? *own : store(), events(), {}, {.max_conflict_retries = 1000});
+        auto own = open_store(*location);
+        AccountRepository accounts(*own, events(), {}, {.max_conflict_retries = 1000});
         for (int i = 0; i < kTries; ++i) {
           auto r = accounts.handle("account-ada", Withdraw{"ada", kAmount});
           if (!r.rejected()) withdrawn += kAmount;
